@@ -1,0 +1,120 @@
+"""The HTTP layer every server wsm talks to shares: TLS choices, timeouts, and retries with backoff.
+
+Registries and Helm repositories differ in protocol, not in how a connection is made or retried, so both
+build their `httpx.Client` here.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+
+from . import __version__
+from ._exceptions import RegistryError
+
+USER_AGENT = f"wsm/{__version__}"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How to reach a server. TLS is verified unless `insecure` is said explicitly."""
+
+    ca_file: str | None = None
+    insecure: bool = False
+    plain_http: bool = False
+    timeout: float = 60.0
+    retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 20.0
+
+    def scheme(self, host: str) -> str:
+        return "http" if self.plain_http else "https"
+
+
+def make_client(options: TransportOptions, **kwargs) -> httpx.Client:
+    """An httpx client honouring the TLS choices; the caller closes it."""
+    verify: bool | str = False if options.insecure else (options.ca_file or True)
+    return httpx.Client(
+        verify=verify,
+        timeout=httpx.Timeout(options.timeout, connect=min(options.timeout, 15.0)),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=True,
+        **kwargs,
+    )
+
+
+def backoff_delay(attempt: int, options: TransportOptions, retry_after: str | None = None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After (seconds or an HTTP date) wins."""
+    if retry_after:
+        delay = _parse_retry_after(retry_after)
+        if delay is not None:
+            return min(delay, options.max_backoff * 3)
+    return random.uniform(0, min(options.max_backoff, options.backoff * (2**attempt)))
+
+
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def with_retries(options: TransportOptions, what: str, attempt_once: Callable[[], _T]) -> _T:
+    """Run `attempt_once`, retrying on connection errors and retryable statuses.
+
+    `attempt_once` raises `RetryableStatus` for a status worth retrying; any other exception goes through.
+    """
+    for attempt in range(options.retries + 1):
+        try:
+            return attempt_once()
+        except RetryableStatus as error:
+            if attempt == options.retries:
+                raise RegistryError(f"{what}: server answered {error.status} {options.retries + 1} times; try later")
+            time.sleep(backoff_delay(attempt, options, error.retry_after))
+        except httpx.TransportError as error:
+            if isinstance(error, httpx.ConnectError) and _is_tls_failure(error):
+                raise RegistryError(
+                    f"{what}: TLS certificate not trusted ({_short(error)}); pass --ca-file with the site's CA, "
+                    "or --insecure to skip verification"
+                ) from None
+            if attempt == options.retries:
+                raise RegistryError(f"{what}: {_short(error)} (after {options.retries + 1} attempts)") from None
+            time.sleep(backoff_delay(attempt, options))
+    raise AssertionError("unreachable")
+
+
+class RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response):
+        super().__init__(response.status_code)
+        self.status = response.status_code
+        self.retry_after = response.headers.get("Retry-After")
+
+
+def raise_for_retry(response: httpx.Response) -> httpx.Response:
+    """Turn a retryable status into `RetryableStatus` (after releasing the connection)."""
+    if response.status_code in RETRY_STATUSES:
+        response.close()
+        raise RetryableStatus(response)
+    return response
+
+
+def _is_tls_failure(error: Exception) -> bool:
+    text = str(error).lower()
+    return "certificate" in text or "ssl" in text or "tls" in text
+
+
+def _short(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:300]
