@@ -1,0 +1,91 @@
+"""What the resolver hands to everything downstream: images with their provenance, and charts.
+
+The provenance (chart, values path, how it was found) travels with each image into the bundle's lock file and
+on to the pusher, which rewrites exactly those values paths to point at the internal registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ._reference import Reference
+
+
+class Method(str, Enum):
+    """How an image was found."""
+
+    VALUES = "values"  # an image-shaped node in the merged values
+    ANNOTATION = "annotation"  # the chart's `helm.sh/images` annotation
+    RENDER = "render"  # a container image in `helm template` output
+    MANIFEST = "manifest"  # listed by the release manifest as an extra image
+    LOCK = "lock"  # taken from the release manifest's lock section, not re-derived
+
+
+class Shape(str, Enum):
+    """How an image is written in values: the pusher rewrites each shape differently."""
+
+    REPOSITORY = "repository"  # {repository: docker.io/wandb/local, tag: x} (repository may hold the registry)
+    REGISTRY = "registry"  # {registry: docker.io, repository: bitnami/redis, tag: x} (bitnami style)
+    STRING = "string"  # image: wandb/local:0.62.2
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One place an image was found. `path` is a dotted values path from the release chart's root."""
+
+    chart: str
+    method: Method
+    path: str | None = None
+    shape: Shape | None = None
+    template: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"chart": self.chart, "method": self.method.value}
+        for key in ("path", "template", "note"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        if self.shape:
+            data["shape"] = self.shape.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageSource:
+        return cls(
+            chart=data["chart"],
+            method=Method(data["method"]),
+            path=data.get("path"),
+            shape=Shape(data["shape"]) if data.get("shape") else None,
+            template=data.get("template"),
+            note=data.get("note"),
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image the release needs, with every place it was found."""
+
+    reference: Reference
+    group: str
+    sources: tuple[ImageSource, ...] = field(default_factory=tuple)
+
+    @property
+    def methods(self) -> set[Method]:
+        return {source.method for source in self.sources}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.reference.canonical,
+            "group": self.group,
+            "sources": [source.to_dict() for source in self.sources],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResolvedImage:
+        return cls(
+            reference=Reference.parse(data["image"]),
+            group=data["group"],
+            sources=tuple(ImageSource.from_dict(s) for s in data.get("sources", ())),
+        )
