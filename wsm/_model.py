@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ._reference import Reference
@@ -89,3 +90,25 @@ class ResolvedImage:
             group=data["group"],
             sources=tuple(ImageSource.from_dict(s) for s in data.get("sources", ())),
         )
+
+
+@dataclass(frozen=True)
+class ResolvedChart:
+    """A chart of the release: `archive` is the .tgz exactly as its repository served it (None when the chart
+    came from a directory and has not been packaged)."""
+
+    name: str
+    version: str
+    source: str  # "https://charts.wandb.ai", "oci://host/path", or a local path
+    group: str
+    archive: Path | None = None
+    digest: str | None = None  # sha256 of the archive bytes
+    release: str | None = None  # the Helm release name the runbook installs it as
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"name": self.name, "version": self.version, "source": self.source, "group": self.group}
+        if self.digest:
+            data["digest"] = self.digest
+        if self.release:
+            data["release"] = self.release
+        return data
