@@ -1,0 +1,148 @@
+"""Finding images in a chart's values and in its `helm.sh/images` annotation.
+
+Charts write images in a few common shapes; each found image records its dotted values path and shape so that
+the pusher can point exactly that node at the internal registry:
+- `{repository: wandb/local, tag: 0.62.2}` (the registry may be part of `repository`; `digest` optional)
+- `{registry: docker.io, repository: bitnami/redis, tag: 7.2.4}` (bitnami; `global.imageRegistry` wins)
+- `image: wandb/local:0.62.2` (a plain string under an image-like key)
+An empty or missing tag means the chart's appVersion, the convention of `helm create`'s templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ._chart import Chart
+from ._exceptions import InvalidReference
+from ._model import ImageSource, Method, Shape
+from ._reference import Reference, looks_like_reference
+from ._values import join_path
+
+_SWITCH_KEYS = ("enabled", "install")
+
+
+@dataclass(frozen=True)
+class Found:
+    reference: Reference
+    source: ImageSource
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image-shaped node left out because a switch beside or above it is off."""
+
+    text: str
+    path: str
+    switch: str
+
+
+def images_in_values(
+    values: dict[str, Any], chart: Chart, chart_path: str, prefix: str, skip_keys: set[str]
+) -> tuple[list[Found], list[Skipped]]:
+    """Images in a chart's own part of the values (`skip_keys`: its sub-charts' keys and `global`)."""
+    walker = _Walker(chart, chart_path, values.get("global") or {})
+    for key, value in values.items():
+        if key not in skip_keys:
+            walker.walk(value, key, join_path(prefix, key), switched_off=None)
+    return walker.found, walker.skipped
+
+
+class _Walker:
+    def __init__(self, chart: Chart, chart_path: str, global_values: dict[str, Any]):
+        self.chart = chart
+        self.chart_path = chart_path
+        self.global_registry = global_values.get("imageRegistry") if isinstance(global_values, dict) else None
+        self.found: list[Found] = []
+        self.skipped: list[Skipped] = []
+
+    def walk(self, node: Any, key: str | int, path: str, switched_off: str | None) -> None:
+        if isinstance(node, dict):
+            switched_off = switched_off or _switch_off(node, path)
+            if _is_image_map(node, key):
+                self._image_map(node, path, switched_off)
+                return
+            for child_key, child in node.items():
+                self.walk(child, child_key, join_path(path, child_key), switched_off)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                self.walk(item, key, join_path(path, index), switched_off)
+        elif isinstance(node, str) and _is_image_key(key) and _is_image_string(node):
+            self._add(Reference.parse(node), path, Shape.STRING, None, switched_off)
+
+    def _image_map(self, node: dict[str, Any], path: str, switched_off: str | None) -> None:
+        repository = str(node.get("repository") or node.get("name") or "").strip()
+        registry = node.get("registry")
+        shape = Shape.REGISTRY if "registry" in node else Shape.REPOSITORY
+        if shape is Shape.REGISTRY and self.global_registry:
+            registry = self.global_registry  # bitnami's common.images.image gives global.imageRegistry priority
+        tag, note = _scalar(node.get("tag")), None
+        digest = _scalar(node.get("digest"))
+        if not tag and not digest:
+            tag, note = self.chart.app_version or "latest", "tag from the chart's appVersion"
+        text = f"{registry}/{repository}" if registry else repository
+        text += f":{tag}" if tag else ""
+        text += f"@{digest}" if digest else ""
+        try:
+            reference = Reference.parse(text)
+        except InvalidReference:
+            return  # a `repository` that is not an image (a git URL, a template): not ours to list
+        self._add(reference, path, shape, note, switched_off)
+
+    def _add(self, reference: Reference, path: str, shape: Shape, note: str | None, switched_off: str | None):
+        if switched_off:
+            self.skipped.append(Skipped(reference.canonical, path, switched_off))
+            return
+        source = ImageSource(chart=self.chart_path, method=Method.VALUES, path=path, shape=shape, note=note)
+        self.found.append(Found(reference, source))
+
+
+def _switch_off(node: dict[str, Any], path: str) -> str | None:
+    for key in _SWITCH_KEYS:
+        if node.get(key) is False:
+            return join_path(path, key)
+    return None
+
+
+def _is_image_map(node: dict[str, Any], key: str | int) -> bool:
+    repository = node.get("repository", node.get("name") if _is_image_key(key) else None)
+    if not isinstance(repository, str) or not repository or "{{" in repository:
+        return False
+    if not looks_like_reference(repository):
+        return False
+    return any(k in node for k in ("tag", "digest", "registry")) or _is_image_key(key)
+
+
+def _is_image_key(key: str | int) -> bool:
+    return isinstance(key, str) and "image" in key.lower()
+
+
+def _is_image_string(text: str) -> bool:
+    # A bare word ("IfNotPresent", "nginx") under an image-ish key is too weak a signal: ask for a tag or a path.
+    return looks_like_reference(text) and (":" in text or "/" in text or "@" in text)
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def images_in_annotation(chart: Chart, chart_path: str) -> list[Found]:
+    """Images listed in Chart.yaml's `helm.sh/images` annotation (Artifact Hub's convention)."""
+    text = chart.annotations.get("helm.sh/images")
+    if not text:
+        return []
+    try:
+        entries = yaml.safe_load(text) or []
+    except yaml.YAMLError:
+        return []
+    found = []
+    for entry in entries if isinstance(entries, list) else []:
+        image = entry.get("image") if isinstance(entry, dict) else None
+        if looks_like_reference(image):
+            source = ImageSource(chart=chart_path, method=Method.ANNOTATION, note="helm.sh/images annotation")
+            found.append(Found(Reference.parse(image), source))
+    return found

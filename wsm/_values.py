@@ -1,0 +1,191 @@
+"""Helm values: layering user values, coalescing with chart defaults, `--set` expressions, and dotted paths.
+
+The rules follow Helm 3 (pkg/chartutil/coalesce.go and pkg/strvals): user layers merge deeply, later winning;
+user values win over chart defaults, and a user `null` deletes a default; a sub-chart sees its defaults
+overlaid by the parent's values under its name or alias, and the parent's `global` wins over its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._exceptions import ValuesError
+
+Values = dict[str, Any]
+
+
+def merge(base: Values, override: Values) -> Values:
+    """Deep merge of two user layers (as `helm -f a -f b`): maps merge, anything else in `override` wins."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def coalesce(values: Values, defaults: Values) -> Values:
+    """`values` over `defaults`: missing keys come from defaults, a `None` in `values` removes the default."""
+    result = copy.deepcopy(values)
+    for key, default in defaults.items():
+        if key not in result:
+            result[key] = copy.deepcopy(default)
+        elif result[key] is None:
+            del result[key]
+        elif isinstance(result[key], dict) and isinstance(default, dict):
+            result[key] = coalesce(result[key], default)
+    return {key: value for key, value in result.items() if value is not None or key not in defaults}
+
+
+def sub_values(parent: Values, key: str, sub_defaults: Values) -> Values:
+    """What a sub-chart under `key` sees: its defaults under the parent's values for it, and the parent's global."""
+    own = parent.get(key)
+    values = coalesce(own if isinstance(own, dict) else {}, sub_defaults)
+    parent_global = parent.get("global")
+    if isinstance(parent_global, dict):
+        values["global"] = merge(values.get("global") or {}, parent_global)
+    return values
+
+
+def load_values_file(path: Path) -> Values:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValuesError(f"values file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ValuesError(f"values file {path}: malformed YAML ({' '.join(str(error).split())[:200]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValuesError(f"values file {path}: expected a mapping at the top, found {type(data).__name__}")
+    return data
+
+
+def user_values(files: Iterable[Path] = (), sets: Iterable[str] = (), set_strings: Iterable[str] = ()) -> Values:
+    """The user's layers in Helm's order: -f files, then --set, then --set-string."""
+    result: Values = {}
+    for path in files:
+        result = merge(result, load_values_file(Path(path)))
+    for expression in sets:
+        result = merge(result, parse_set(expression))
+    for expression in set_strings:
+        result = merge(result, parse_set(expression, strings=True))
+    return result
+
+
+# --- `--set` expressions ------------------------------------------------------------------------------------
+
+_INDEX = re.compile(r"^(.*)\[(\d+)\]$")
+
+
+def parse_set(expression: str, *, strings: bool = False) -> Values:
+    """`a.b=1,c[0]=x,d={p,q}` as Helm's --set reads it; `\\,` and `\\.` escape."""
+    result: Values = {}
+    for assignment in _split_unescaped(expression, ","):
+        if not assignment:
+            continue
+        key, eq, raw = assignment.partition("=")
+        if not eq or not key:
+            raise ValuesError(f"--set {expression!r}: {assignment!r} is not key=value")
+        value = _set_value(raw, strings)
+        keys = [part.replace("\\.", ".") for part in _split_unescaped(key, ".")]
+        set_path(result, keys, value, expression)
+    return result
+
+
+def _set_value(raw: str, strings: bool) -> Any:
+    if raw.startswith("{") and raw.endswith("}"):
+        return [_scalar(item, strings) for item in _split_unescaped(raw[1:-1], ",") if item != ""]
+    return _scalar(raw, strings)
+
+
+def _scalar(raw: str, strings: bool) -> Any:
+    raw = raw.replace("\\,", ",").replace("\\.", ".")
+    if strings:
+        return raw
+    if raw in ("true", "false"):
+        return raw == "true"
+    if raw == "null":
+        return None
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", raw):
+        return int(raw)
+    return raw
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    parts, current, escaped, depth = [], "", False, 0
+    for char in text:
+        if escaped:
+            current += "\\" + char  # kept escaped: unescaped by the caller once split
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "{":
+            depth += 1
+            current += char
+        elif char == "}":
+            depth -= 1
+            current += char
+        elif char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def set_path(values: Values, keys: list[str], value: Any, what: str = "") -> None:
+    """Set `value` at `keys` (each may end in `[n]`), creating maps and lists on the way."""
+    node: Any = values
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        index_match = _INDEX.match(key)
+        name, index = (index_match.group(1), int(index_match.group(2))) if index_match else (key, None)
+        if index is None:
+            if last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else _fresh(node, name, {})
+            continue
+        items = node.get(name) if isinstance(node.get(name), list) else _fresh(node, name, [])
+        if index > 10_000:
+            raise ValuesError(f"--set {what!r}: index {index} is too large")
+        items.extend([None] * (index + 1 - len(items)))
+        if last:
+            items[index] = value
+        else:
+            if not isinstance(items[index], dict):
+                items[index] = {}
+            node = items[index]
+
+
+def _fresh(node: dict, key: str, empty: Any) -> Any:
+    node[key] = empty
+    return empty
+
+
+# --- dotted paths ---------------------------------------------------------------------------------------------
+
+
+def get_path(values: Any, path: str) -> Any:
+    """The value at a dotted path (`a.b.c`), or None when any step is missing."""
+    node = values
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def join_path(prefix: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
