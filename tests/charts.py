@@ -1,0 +1,211 @@
+"""Small synthetic charts made by the tests, shaped like the real W&B platform chart.
+
+`platform` (0.3.0, appVersion 2.0.0) depends on:
+- `svc` three times under aliases `app`, `console`, `weave`, each switched by `<alias>.install`
+  (weave is off by default), with `{repository, tag}` images and a hard-coded initContainer in the template;
+- `redis` (a vendored .tgz, bitnami style `{registry, repository, tag}`, honouring `global.imageRegistry`,
+  with a `helm.sh/images` annotation) which itself vendors `metrics` as a nested .tgz (tag from appVersion);
+- `extras`, enabled only by `tags.extras`;
+and renders a CronJob whose image is hard-coded in the template (found only with --render), plus a `tool`
+image pinned by digest.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import textwrap
+from pathlib import Path
+
+import yaml
+
+TOOL_DIGEST = "sha256:" + "ab" * 32
+
+SVC_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: {{ .Release.Name }}-{{ .Chart.Name }}-{{ .Values.component }}}
+spec:
+  selector: {matchLabels: {app: {{ .Values.component }}}}
+  template:
+    metadata: {labels: {app: {{ .Values.component }}}}
+    spec:
+      initContainers:
+        - name: wait
+          image: docker.io/library/busybox:1.36
+      containers:
+        - name: main
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+"""
+
+REDIS_STATEFULSET = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: {{ .Release.Name }}-redis}
+spec:
+  serviceName: redis
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+        - name: redis
+          image: {{ printf "%s/%s:%s" (.Values.global.imageRegistry | default .Values.image.registry) .Values.image.repository .Values.image.tag }}
+"""
+
+METRICS_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: {{ .Release.Name }}-metrics}
+spec:
+  selector: {matchLabels: {app: metrics}}
+  template:
+    metadata: {labels: {app: metrics}}
+    spec:
+      containers:
+        - name: exporter
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+"""
+
+PLATFORM_TEMPLATES = {
+    "cronjob.yaml": """\
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: {{ .Release.Name }}-cleanup}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: cleanup
+              image: docker.io/library/alpine:3.19
+""",
+    "tool.yaml": """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-tool
+  annotations: {"helm.sh/hook": post-install}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: tool
+          image: "{{ .Values.tool.image.repository }}@{{ .Values.tool.image.digest }}"
+""",
+}
+
+
+def write_chart(root: Path, chart_yaml: dict, values: dict, templates: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Chart.yaml").write_text(yaml.safe_dump(chart_yaml, sort_keys=False))
+    (root / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    for name, text in (templates or {}).items():
+        (root / "templates").mkdir(exist_ok=True)
+        (root / "templates" / name).write_text(text)
+    return root
+
+
+def package(chart_dir: Path, dest_dir: Path) -> Path:
+    """A .tgz as `helm package` lays it out (one top directory named after the chart)."""
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / f"{meta['name']}-{meta['version']}.tgz"
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(chart_dir, arcname=meta["name"])
+    return out
+
+
+def build_platform_chart(workdir: Path, version: str = "0.3.0") -> Path:
+    """The platform chart as a directory under `workdir`; returns its path."""
+    svc = write_chart(
+        workdir / "src" / "svc",
+        {"apiVersion": "v2", "name": "svc", "version": "1.0.0", "appVersion": "1.0.0"},
+        {"component": "svc", "image": {"repository": "acme/svc", "tag": "latest"}},
+        {"deployment.yaml": SVC_DEPLOYMENT},
+    )
+    metrics = write_chart(
+        workdir / "src" / "metrics",
+        {"apiVersion": "v2", "name": "metrics", "version": "0.1.0", "appVersion": "0.15.1"},
+        {"image": {"repository": "oliver006/redis_exporter", "tag": ""}},
+        {"deployment.yaml": METRICS_DEPLOYMENT},
+    )
+    redis = write_chart(
+        workdir / "src" / "redis",
+        {
+            "apiVersion": "v2",
+            "name": "redis",
+            "version": "18.19.4",
+            "appVersion": "7.2.4",
+            "dependencies": [{"name": "metrics", "version": "0.1.0", "condition": "metrics.enabled"}],
+            "annotations": {"helm.sh/images": "- name: redis\n  image: docker.io/bitnami/redis:7.2.4-debian-12-r9\n"},
+        },
+        {
+            "global": {"imageRegistry": ""},
+            "image": {"registry": "docker.io", "repository": "bitnami/redis", "tag": "7.2.4-debian-12-r9"},
+            "metrics": {"enabled": True},
+        },
+        {"statefulset.yaml": REDIS_STATEFULSET},
+    )
+    package(metrics, redis / "charts")
+    extras = write_chart(
+        workdir / "src" / "extras",
+        {"apiVersion": "v2", "name": "extras", "version": "0.1.0", "appVersion": "3.3.3"},
+        {"image": {"repository": "acme/extras"}},
+        {"deployment.yaml": METRICS_DEPLOYMENT.replace("metrics", "extras")},
+    )
+    platform = write_chart(
+        workdir / "platform",
+        {
+            "apiVersion": "v2",
+            "name": "platform",
+            "version": version,
+            "appVersion": "2.0.0",
+            "dependencies": [
+                {"name": "svc", "alias": "app", "version": "1.0.0", "condition": "app.install"},
+                {"name": "svc", "alias": "console", "version": "1.0.0", "condition": "console.install"},
+                {"name": "svc", "alias": "weave", "version": "1.0.0", "condition": "weave.install,global.weave"},
+                {"name": "redis", "version": "18.x", "condition": "redis.install"},
+                {"name": "extras", "version": "0.1.0", "tags": ["extras"]},
+            ],
+        },
+        {
+            "global": {},
+            "tags": {"extras": False},
+            "app": {"install": True, "component": "app", "image": {"repository": "acme/app", "tag": "latest"}},
+            "console": {"install": True, "component": "console", "image": {"repository": "acme/console", "tag": "4.5.6"}},
+            "weave": {"install": False, "component": "weave", "image": {"repository": "acme/weave", "tag": "7.7.7"}},
+            "redis": {"install": True},
+            "tool": {"image": {"repository": "acme/tool", "digest": TOOL_DIGEST}},
+        },
+        PLATFORM_TEMPLATES,
+    )
+    package(svc, platform / "charts")
+    package(redis, platform / "charts")
+    package(extras, platform / "charts")
+    return platform
+
+
+def malicious_tgz(path: Path, member: str, *, link_target: str | None = None, size: int = 10) -> Path:
+    """A chart-like archive with one hostile member (a path, or a symlink to `link_target`)."""
+    with tarfile.open(path, "w:gz") as tar:
+        chart = yaml.safe_dump({"apiVersion": "v2", "name": "evil", "version": "1.0.0"}).encode()
+        info = tarfile.TarInfo("evil/Chart.yaml")
+        info.size = len(chart)
+        tar.addfile(info, io.BytesIO(chart))
+        info = tarfile.TarInfo(member)
+        if link_target is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, link_target
+            tar.addfile(info)
+        else:
+            info.size = size
+            tar.addfile(info, io.BytesIO(b"\0" * size))
+    return path
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()

@@ -1,0 +1,266 @@
+"""Release manifests (`manifests/*.yaml`): which charts make a release, the values that pin it, extra images,
+and a lock of the resolved image list. The format is documented in manifests/README.md.
+
+Validation names the file and the key (`manifests/x.yaml: charts[1].version: ...`) so that a typo in a
+hand-edited manifest is a one-line fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._exceptions import InvalidReference, ManifestError
+from ._fetch import ChartSource
+from ._model import ImageSource, ResolvedImage
+from ._reference import Reference
+
+API_VERSION = "wsm/v1"
+EMBEDDED = "wandb.yaml"
+
+_TOP_KEYS = {"apiVersion", "kind", "name", "description", "charts", "images", "lock"}
+_CHART_KEYS = {"name", "chart", "group", "repo", "oci", "path", "version", "values", "release", "namespace", "install"}
+_IMAGE_KEYS = {"image", "group", "why"}
+_INSTALL_KINDS = {"helm", "operator"}
+
+
+@dataclass(frozen=True)
+class ChartEntry:
+    name: str  # the chart's name within the release (and the default Helm release name)
+    group: str
+    source: ChartSource
+    values: dict[str, Any] = field(default_factory=dict)
+    release: str | None = None
+    namespace: str = "default"
+    install: str = "helm"  # "operator": installed by an operator from a custom resource, not by helm directly
+
+
+@dataclass(frozen=True)
+class ExtraImage:
+    reference: Reference
+    group: str
+    why: str
+
+
+@dataclass(frozen=True)
+class LockedChart:
+    name: str
+    version: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Lock:
+    charts: tuple[LockedChart, ...]
+    images: tuple[ResolvedImage, ...]
+
+
+@dataclass(frozen=True)
+class ReleaseManifest:
+    name: str
+    description: str
+    charts: tuple[ChartEntry, ...]
+    images: tuple[ExtraImage, ...]
+    lock: Lock | None
+    origin: str
+    text: str  # the manifest as written, recorded in bundles
+
+    @property
+    def groups(self) -> list[str]:
+        """Display groups in the order the manifest first names them."""
+        seen: dict[str, None] = {}
+        for group in [c.group for c in self.charts] + [i.group for i in self.images]:
+            seen.setdefault(group, None)
+        return list(seen)
+
+    def chart(self, name: str) -> ChartEntry:
+        for entry in self.charts:
+            if entry.name == name:
+                return entry
+        raise ManifestError(f"{self.origin}: no chart named {name!r} (charts: {', '.join(self.chart_names)})")
+
+    @property
+    def chart_names(self) -> list[str]:
+        return [entry.name for entry in self.charts]
+
+
+def load_manifest(path: Path | None = None) -> ReleaseManifest:
+    """Load and validate a manifest file; without a path, the embedded W&B manifest."""
+    if path is None:
+        text = resources.files("wsm").joinpath("manifests", EMBEDDED).read_text()
+        return parse_manifest(text, f"embedded manifest {EMBEDDED}", base=None)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {path} does not exist; give a path to a release manifest") from None
+    except (IsADirectoryError, UnicodeDecodeError) as error:
+        raise ManifestError(f"manifest {path} cannot be read as text ({type(error).__name__})") from None
+    return parse_manifest(text, str(path), base=Path(path).resolve().parent)
+
+
+def parse_manifest(text: str, origin: str, base: Path | None) -> ReleaseManifest:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{origin}: malformed YAML{where} ({getattr(error, 'problem', error)})") from None
+    check = _Checker(origin)
+    data = check.mapping(data, "", _TOP_KEYS)
+    if data.get("apiVersion") != API_VERSION:
+        check.fail("apiVersion", f"must be {API_VERSION!r}")
+    if data.get("kind") != "Release":
+        check.fail("kind", "must be 'Release'")
+    charts = tuple(_chart(check, item, f"charts[{i}]", base) for i, item in enumerate(check.list(data, "charts")))
+    if not charts:
+        check.fail("charts", "a release needs at least one chart")
+    _unique(check, [c.name for c in charts], "charts", "name")
+    images = tuple(_extra(check, item, f"images[{i}]") for i, item in enumerate(check.list(data, "images", True)))
+    lock = _lock(check, data["lock"], set(c.name for c in charts)) if data.get("lock") is not None else None
+    return ReleaseManifest(
+        name=check.string(data, "name", ""),
+        description=str(data.get("description") or ""),
+        charts=charts,
+        images=images,
+        lock=lock,
+        origin=origin,
+        text=text,
+    )
+
+
+def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntry:
+    item = check.mapping(item, key, _CHART_KEYS)
+    name = check.string(item, f"{key}.name")
+    places = [k for k in ("repo", "oci", "path") if item.get(k)]
+    if len(places) != 1:
+        check.fail(key, "give exactly one of `repo` (classic Helm repository URL), `oci` (oci://...) or `path`")
+    chart_name = str(item.get("chart") or name)
+    version = item.get("version")
+    if version is not None:
+        version = str(version)
+    if places[0] != "path" and not version:
+        check.fail(f"{key}.version", "a version or a range (e.g. '1.2.3', '^1.2') is required")
+    source = ChartSource(
+        chart=chart_name,
+        version=version,
+        repo=_url(check, item, key, "repo", ("http://", "https://")),
+        oci=_url(check, item, key, "oci", ("oci://",)),
+        path=_local(item.get("path"), base),
+    )
+    install = str(item.get("install") or "helm")
+    if install not in _INSTALL_KINDS:
+        check.fail(f"{key}.install", f"must be one of {', '.join(sorted(_INSTALL_KINDS))}")
+    return ChartEntry(
+        name=name,
+        group=str(item.get("group") or name),
+        source=source,
+        values=check.mapping(item.get("values") or {}, f"{key}.values", None),
+        release=str(item["release"]) if item.get("release") else None,
+        namespace=str(item.get("namespace") or "default"),
+        install=install,
+    )
+
+
+def _url(check: _Checker, item: dict, key: str, field_name: str, schemes: tuple[str, ...]) -> str | None:
+    value = item.get(field_name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(schemes):
+        check.fail(f"{key}.{field_name}", f"must start with {' or '.join(schemes)}")
+    return value
+
+
+def _local(value: Any, base: Path | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() or base is None else base / path
+
+
+def _extra(check: _Checker, item: Any, key: str) -> ExtraImage:
+    item = check.mapping(item, key, _IMAGE_KEYS)
+    return ExtraImage(
+        reference=_reference(check, check.string(item, f"{key}.image"), f"{key}.image"),
+        group=check.string(item, f"{key}.group"),
+        why=str(item.get("why") or ""),
+    )
+
+
+def _lock(check: _Checker, data: Any, chart_names: set[str]) -> Lock:
+    data = check.mapping(data, "lock", {"charts", "images", "generated"})
+    charts = []
+    for i, item in enumerate(check.list(data, "lock.charts", True)):
+        item = check.mapping(item, f"lock.charts[{i}]", {"name", "version", "digest"})
+        name = check.string(item, f"lock.charts[{i}].name")
+        if name not in chart_names:
+            check.fail(f"lock.charts[{i}].name", f"{name!r} is not one of the manifest's charts")
+        charts.append(LockedChart(name, check.string(item, f"lock.charts[{i}].version"), item.get("digest")))
+    images = []
+    for i, item in enumerate(check.list(data, "lock.images", True)):
+        key = f"lock.images[{i}]"
+        item = check.mapping(item, key, {"image", "group", "sources"})
+        reference = _reference(check, check.string(item, f"{key}.image"), f"{key}.image")
+        sources = []
+        for j, source in enumerate(check.list(item, f"{key}.sources", True)):
+            try:
+                sources.append(ImageSource.from_dict(check.mapping(source, f"{key}.sources[{j}]", None)))
+            except (KeyError, ValueError) as error:
+                check.fail(f"{key}.sources[{j}]", f"needs `chart` and a valid `method` ({error})")
+        images.append(ResolvedImage(reference, check.string(item, f"{key}.group"), tuple(sources)))
+    return Lock(tuple(charts), tuple(images))
+
+
+def _reference(check: _Checker, text: str, key: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except InvalidReference as error:
+        check.fail(key, str(error))
+
+
+def _unique(check: _Checker, names: list[str], key: str, field_name: str) -> None:
+    seen = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            check.fail(f"{key}[{i}].{field_name}", f"{name!r} appears twice")
+        seen.add(name)
+
+
+class _Checker:
+    """Type checks that fail with `origin: key: what is wrong`."""
+
+    def __init__(self, origin: str):
+        self.origin = origin
+
+    def fail(self, key: str, message: str):
+        raise ManifestError(f"{self.origin}: {key or 'top level'}: {message}")
+
+    def mapping(self, value: Any, key: str, allowed: set[str] | None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping, found {type(value).__name__}")
+        if allowed is not None:
+            unknown = sorted(set(map(str, value)) - allowed)
+            if unknown:
+                self.fail(f"{key}.{unknown[0]}" if key else unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def list(self, data: dict, key: str, optional: bool = False) -> list:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None and optional:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list, found {type(value).__name__}")
+        return value
+
+    def string(self, data: dict, key: str, default: str | None = None) -> str:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None or value == "":
+            if default is not None:
+                return default
+            self.fail(key, "is required")
+        if not isinstance(value, (str, int, float)):
+            self.fail(key, f"expected a string, found {type(value).__name__}")
+        return str(value)

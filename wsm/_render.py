@@ -1,0 +1,104 @@
+"""A second opinion on a chart's images: `helm template` with the same values, read for every image.
+
+Values discovery knows where an image is set (what the pusher needs); rendering knows what the templates
+actually use, including references hard-coded in templates. Disagreements are reported, never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._exceptions import RenderError
+from ._reference import Reference, looks_like_reference
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    reference: Reference
+    template: str  # the `# Source:` path helm prints, e.g. "app/charts/db/templates/job.yaml"
+    kind: str
+
+
+def find_helm(explicit: str | None = None) -> str | None:
+    return explicit or os.environ.get("WSM_HELM") or shutil.which("helm")
+
+
+def render_images(
+    chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
+) -> list[RenderedImage]:
+    """Run `helm template` on `chart` (a .tgz or directory) with `values` and collect every image."""
+    binary = find_helm(helm)
+    if binary is None:
+        raise RenderError("--render needs the helm binary: install helm or set WSM_HELM to its path")
+    output = _helm_template(binary, chart, values, release, namespace)
+    return images_in_manifests(output)
+
+
+def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: str, namespace: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="wsm-render-") as scratch:
+        values_file = Path(scratch) / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        env = {
+            **os.environ,
+            "HELM_CONFIG_HOME": f"{scratch}/config",
+            "HELM_CACHE_HOME": f"{scratch}/cache",
+            "HELM_DATA_HOME": f"{scratch}/data",
+        }
+        argv = [binary, "template", release, str(chart), "--namespace", namespace, "-f", str(values_file)]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        message = " ".join(result.stderr.split())[:400]
+        raise RenderError(f"helm template {chart.name} failed: {message}")
+    return result.stdout
+
+
+def images_in_manifests(text: str) -> list[RenderedImage]:
+    """Every container image (any kind, any nesting: CronJobs, custom resources) and every `image:` string."""
+    found: list[RenderedImage] = []
+    for source, document in _documents(text):
+        if not isinstance(document, dict):
+            continue
+        kind = str(document.get("kind", "?"))
+        for image in _images_in(document):
+            found.append(RenderedImage(Reference.parse(image), source, kind))
+    return found
+
+
+def _documents(text: str):
+    source = "?"
+    for chunk in text.split("\n---"):
+        for line in chunk.splitlines():
+            if line.startswith("# Source: "):
+                source = line.removeprefix("# Source: ").strip()
+                break
+        try:
+            document = yaml.safe_load(chunk)
+        except yaml.YAMLError as error:
+            raise RenderError(f"helm template produced YAML wsm cannot read in {source}: {error}") from None
+        yield source, document
+
+
+def _images_in(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in CONTAINER_LISTS and isinstance(value, list):
+                for container in value:
+                    if isinstance(container, dict) and looks_like_reference(container.get("image")):
+                        yield container["image"]
+            elif key == "image" and isinstance(value, str) and looks_like_reference(value):
+                yield value
+            else:
+                yield from _images_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _images_in(item)

@@ -1,0 +1,240 @@
+"""The resolver: from a release (manifest or a single chart) to every image it needs, with where each was found.
+
+For each chart: merge values as Helm does, walk the chart and each sub-chart that its condition/tags enable,
+collect images from values and the `helm.sh/images` annotation, optionally confirm with `helm template`, and
+add the manifest's extra images. Offline, the manifest's lock stands in for all of that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._chart import Chart, Dependency
+from ._discover import Found, Skipped, images_in_annotation, images_in_values
+from ._exceptions import ChartError
+from ._fetch import FetchOptions, archive_path, fetch_chart
+from ._manifest import ChartEntry, ReleaseManifest
+from ._model import ImageSource, Method, ResolvedChart, ResolvedImage
+from ._reference import Reference
+from ._render import render_images
+from ._values import Values, coalesce, get_path, join_path, merge, sub_values
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    chart: str
+    image: str | None
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Resolution:
+    images: list[ResolvedImage]
+    charts: list[ResolvedChart]
+    skipped: list[SkippedImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    from_lock: bool = False
+
+    def image(self, text: str) -> ResolvedImage | None:
+        """The image matching `text` (any form: familiar, canonical, or without tag when unambiguous)."""
+        wanted = Reference.parse(text)
+        exact = [i for i in self.images if i.reference == wanted]
+        if exact:
+            return exact[0]
+        same_name = [i for i in self.images if i.reference.name == wanted.name]
+        return same_name[0] if len(same_name) == 1 and ":" not in text.rsplit("/", 1)[-1] else None
+
+
+@dataclass
+class _ChartResult:
+    found: list[Found] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
+
+
+# --- one chart -----------------------------------------------------------------------------------------------
+
+
+def chart_values(chart: Chart, user: Values) -> Values:
+    """The release chart's values: user layers over its defaults (sub-charts coalesce as they are walked)."""
+    return coalesce(user, chart.values)
+
+
+def images_of_chart(chart: Chart, values: Values, label: str) -> _ChartResult:
+    """Walk `chart` and its enabled sub-charts; `values` are the chart's coalesced values."""
+    result = _ChartResult()
+    _walk(chart, values, label, "", values.get("tags") or {}, result)
+    return result
+
+
+def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping, result: _ChartResult) -> None:
+    subcharts = _subchart_values(chart, values, label)
+    view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
+    found, skipped = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
+    result.found += found + images_in_annotation(chart, label)
+    result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in skipped]
+    for key, (dependency, sub, sub_vals) in subcharts.items():
+        path = join_path(prefix, key)
+        reason = _disabled_reason(dependency, view, tags) if dependency else None
+        if reason:
+            result.skipped.append(SkippedImage(f"{label}/{key}", None, path, reason))
+            continue
+        _walk(sub, sub_vals, f"{label}/{key}", path, tags, result)
+
+
+def _subchart_values(chart: Chart, values: Values, label: str) -> dict[str, tuple[Dependency | None, Chart, Values]]:
+    """Each sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
+    result: dict[str, tuple[Dependency | None, Chart, Values]] = {}
+    listed = set()
+    for dependency in chart.dependencies:
+        sub = chart.subcharts.get(dependency.name)
+        if sub is None:
+            raise ChartError(
+                f"{label}: dependency {dependency.name!r} is not vendored in charts/; run `helm dependency build` "
+                "on the chart (packaged charts from a repository always carry their dependencies)"
+            )
+        listed.add(dependency.name)
+        result[dependency.key] = (dependency, sub, sub_values(values, dependency.key, sub.values))
+    for name, sub in chart.subcharts.items():
+        if name not in listed:  # vendored but not declared: Helm always includes it
+            result[name] = (None, sub, sub_values(values, name, sub.values))
+    return result
+
+
+def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping) -> str | None:
+    """Helm's rule: the first condition path that holds a boolean decides; else any true tag enables."""
+    for condition in (dependency.condition or "").split(","):
+        condition = condition.strip()
+        value = get_path(view, condition) if condition else None
+        if isinstance(value, bool):
+            return None if value else f"condition {condition} is false"
+    tag_values = [tags.get(tag) for tag in dependency.tags if isinstance(tags.get(tag), bool)]
+    if tag_values and not any(tag_values):
+        return f"tags {', '.join(dependency.tags)} are false"
+    return None
+
+
+# --- a release ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolveOptions:
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    user_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name in the release
+    render: bool = False
+    helm: str | None = None
+    progress: Callable[[str], None] | None = None
+
+
+def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = ResolveOptions()) -> Resolution:
+    """Fetch every chart of the release and derive its images (what `--resolve` does)."""
+    merged: dict[Reference, ResolvedImage] = {}
+    resolution = Resolution(images=[], charts=[])
+    for entry in manifest.charts:
+        if options.progress:
+            options.progress(f"Resolving {entry.source.describe()}")
+        chart = fetch_chart(entry.source, options.fetch)
+        values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
+        result = images_of_chart(chart, values, entry.name)
+        found = result.found
+        if options.render:
+            found = _with_render(entry, chart, values, found, resolution, options)
+        for item in found:
+            _add(merged, item.reference, entry.group, item.source)
+        resolution.skipped += result.skipped
+        resolution.charts.append(_resolved_chart(entry, chart, options.fetch))
+    for extra in manifest.images:
+        _add(merged, extra.reference, extra.group, ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None))
+    resolution.images = list(merged.values())
+    return resolution
+
+
+def from_lock(manifest: ReleaseManifest) -> Resolution:
+    """The manifest's locked image list: what `wsm list` shows offline."""
+    if manifest.lock is None:
+        raise ChartError(f"{manifest.origin} has no lock section: run with --resolve to fetch its charts")
+    merged: dict[Reference, ResolvedImage] = {}
+    for image in manifest.lock.images:
+        for source in image.sources or (ImageSource("(lock)", Method.LOCK),):
+            _add(merged, image.reference, image.group, source)
+    for extra in manifest.images:
+        _add(merged, extra.reference, extra.group, ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None))
+    versions = {c.name: c for c in manifest.lock.charts}
+    charts = [
+        ResolvedChart(
+            name=e.source.chart,
+            version=versions[e.name].version if e.name in versions else (e.source.version or "?"),
+            source=e.source.location,
+            group=e.group,
+            digest=versions[e.name].digest if e.name in versions else None,
+            release=e.release or e.name,
+        )
+        for e in manifest.charts
+    ]
+    return Resolution(images=list(merged.values()), charts=charts, from_lock=True)
+
+
+def drift(locked: Resolution, resolved: Resolution) -> list[str]:
+    """What differs between the lock and a fresh resolution, one line each."""
+    old = {image.reference for image in locked.images}
+    new = {image.reference for image in resolved.images}
+    lines = [f"added since the lock: {ref.canonical}" for ref in sorted(new - old)]
+    lines += [f"in the lock but no longer found: {ref.canonical}" for ref in sorted(old - new)]
+    old_versions = {(c.name, c.version) for c in locked.charts}
+    for chart in resolved.charts:
+        if (chart.name, chart.version) not in old_versions:
+            lines.append(f"chart {chart.name} resolves to {chart.version}, not the locked version")
+    return lines
+
+
+def _add(merged: dict[Reference, ResolvedImage], reference: Reference, group: str, source: ImageSource) -> None:
+    existing = merged.get(reference)
+    if existing is None:
+        merged[reference] = ResolvedImage(reference, group, (source,))
+    elif source not in existing.sources:
+        merged[reference] = ResolvedImage(reference, existing.group, existing.sources + (source,))
+
+
+def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> ResolvedChart:
+    return ResolvedChart(
+        name=chart.name,
+        version=chart.version,
+        source=entry.source.location,
+        group=entry.group,
+        archive=archive_path(chart, fetch),
+        digest=chart.digest,
+        release=entry.release or entry.name,
+    )
+
+
+def _with_render(
+    entry: ChartEntry, chart: Chart, values: Values, found: list[Found], resolution: Resolution, options: ResolveOptions
+) -> list[Found]:
+    """Add `helm template`'s images to `found`; note images that only one method found."""
+    location = archive_path(chart, options.fetch) or entry.source.path
+    rendered = render_images(
+        location, values, release=entry.release or entry.name, namespace=entry.namespace, helm=options.helm
+    )
+    by_values = {item.reference for item in found}
+    by_render = {item.reference for item in rendered}
+    result = list(found)
+    for item in rendered:
+        source = ImageSource(entry.name, Method.RENDER, template=item.template, note=f"kind {item.kind}")
+        result.append(Found(item.reference, source))
+    for reference in sorted(by_render - by_values):
+        templates = sorted({i.template for i in rendered if i.reference == reference})
+        resolution.notes.append(
+            f"{entry.name}: {reference.canonical} found only by rendering ({', '.join(templates)}): no values path "
+            "sets it, so the pusher cannot point it at the internal registry"
+        )
+    for reference in sorted(by_values - by_render):
+        resolution.notes.append(
+            f"{entry.name}: {reference.canonical} found only in values: the templates do not render it with these "
+            "values (kept, in case an operator or a disabled switch uses it)"
+        )
+    return result
