@@ -92,7 +92,7 @@ def _get(url: str, options: TransportOptions, auth: RepoAuth, what: str) -> http
 
         response = with_retries(options, what, attempt)
     if response.status_code == 404:
-        raise NotFound(f"{what}: not found (404); check the URL")
+        raise NotFound(f"{what}: {url} not found (404); check the URL")
     if response.status_code in (401, 403):
         raise RegistryError(f"{what}: access refused ({response.status_code}); check the username and password")
     if response.status_code >= 400:
