@@ -56,3 +56,11 @@ class DigestMismatch(WsmError):
 
 class BundleError(WsmError):
     """A bundle that is missing, incomplete or corrupted."""
+
+
+class CorruptBundle(BundleError):
+    """A bundle whose files do not match its SHA256SUMS or lock file; `report` holds every problem found."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report
