@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import json
 import os
@@ -188,12 +189,15 @@ def test_every_copy_method_writes_the_same_bytes(tmp_path, method, monkeypatch):
     size = source.stat().st_size
 
     def refuse(*args):
-        raise _layout._Unsupported(0)
+        raise OSError(errno.EXDEV, "refused")
 
+    steps = list(_layout.COPY_STEPS)
     if method != "copy_file_range":
-        monkeypatch.setattr(_layout, "_copy_file_range", refuse)
+        steps[0] = refuse
     if method == "read_write":
-        monkeypatch.setattr(_layout, "_sendfile", refuse)
+        steps[1] = refuse
+    monkeypatch.setattr(_layout, "COPY_STEPS", steps)
+
     with open(source, "rb") as src, open(tmp_path / "dest", "wb") as dest:
         dest.write(b"head")
         dest.flush()

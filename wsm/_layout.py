@@ -216,70 +216,47 @@ class _TarWriter:
 
 
 def _copy_fd(source: int, dest: int, size: int) -> None:
-    """Copy `size` bytes from the start of `source` to the current end of `dest`, in the kernel if it can."""
-    copied = 0
-    for copy in (_copy_file_range, _sendfile):
+    """Copy `size` bytes from the start of `source` to the current position of `dest`, in the kernel if it can.
+
+    copy_file_range is refused across some filesystems and by older kernels, sendfile by a few more: each
+    refusal carries on from where the last way stopped.
+    """
+    done = 0
+    for step in COPY_STEPS:
         try:
-            copied = copy(source, dest, copied, size)
+            while done < size:
+                count = step(source, dest, done, size - done)
+                if count == 0:
+                    raise BundleError(f"a blob ended after {done} of {size} bytes while copying it into the tarball")
+                done += count
             return
-        except _Unsupported as partial:
-            copied = partial.copied
-    copied = _read_write(source, dest, copied, size)
-
-
-class _Unsupported(Exception):
-    def __init__(self, copied: int):
-        super().__init__(copied)
-        self.copied = copied
+        except OSError as error:
+            if error.errno not in _FALLBACK_ERRNOS or step is COPY_STEPS[-1]:
+                raise
 
 
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY}
 
 
-def _copy_file_range(source: int, dest: int, done: int, size: int) -> int:
+def _copy_file_range(source: int, dest: int, offset: int, count: int) -> int:
     if not hasattr(os, "copy_file_range"):
-        raise _Unsupported(done)
-    offset = os.lseek(dest, 0, os.SEEK_CUR)
-    while done < size:
-        try:
-            count = os.copy_file_range(source, dest, size - done, done, offset)
-        except OSError as error:
-            os.lseek(dest, offset, os.SEEK_SET)  # explicit offsets leave the position behind: catch it up
-            if error.errno in _FALLBACK_ERRNOS:
-                raise _Unsupported(done) from None
-            raise
-        if count == 0:
-            raise BundleError(f"a blob ended after {done} of {size} bytes while copying it into the tarball")
-        done += count
-        offset += count
-    os.lseek(dest, offset, os.SEEK_SET)
-    return done
+        raise OSError(errno.ENOSYS, "copy_file_range is not available")
+    return os.copy_file_range(source, dest, count, offset)  # dest: at (and advancing) its own position
 
 
-def _sendfile(source: int, dest: int, done: int, size: int) -> int:
-    while done < size:
-        try:
-            count = os.sendfile(dest, source, done, size - done)
-        except OSError as error:
-            if error.errno in _FALLBACK_ERRNOS:
-                raise _Unsupported(done) from None
-            raise
-        if count == 0:
-            raise BundleError(f"a blob ended after {done} of {size} bytes while copying it into the tarball")
-        done += count
-    return done
+def _sendfile(source: int, dest: int, offset: int, count: int) -> int:
+    return os.sendfile(dest, source, offset, count)
 
 
-def _read_write(source: int, dest: int, done: int, size: int) -> int:
-    while done < size:
-        data = os.pread(source, min(CHUNK, size - done), done)
-        if not data:
-            raise BundleError(f"a blob ended after {done} of {size} bytes while copying it into the tarball")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dest, view) :]
-        done += len(data)
-    return done
+def _read_write(source: int, dest: int, offset: int, count: int) -> int:
+    data = os.pread(source, min(CHUNK, count), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dest, view) :]
+    return len(data)
+
+
+COPY_STEPS = [_copy_file_range, _sendfile, _read_write]
 
 
 # ----------------------------------------------------------------------------------------------- reading
