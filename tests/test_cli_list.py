@@ -151,3 +151,30 @@ def test_malicious_chart_archive_is_refused(tmp_path):
     archive = malicious_tgz(tmp_path / "evil-1.0.0.tgz", "evil/../../../tmp/pwned")
     result = wsm("list", "--chart", str(archive))
     assert result.returncode == 1 and "points outside the archive" in result.stderr
+
+
+def test_resolve_reports_drift_against_the_lock(tmp_path, helm_repo):
+    from charts import package
+
+    repo = helm_repo.root / "drift"
+    package(build_platform_chart(tmp_path / "src"), repo)
+    from servers import run_helm
+
+    run_helm(tmp_path / "helm", "repo", "index", str(repo))
+    path = manifest(tmp_path, GOOD_HEAD + f"""
+charts:
+  - {{name: platform, group: Platform, repo: "{helm_repo.url}/drift", version: "0.3.x"}}
+lock:
+  charts: [{{name: platform, version: 0.2.0}}]
+  images:
+    - {{image: docker.io/acme/app:latest, group: Platform, sources: [{{chart: platform/app, method: values, path: app.image, shape: repository}}]}}
+    - {{image: docker.io/acme/gone:1.0, group: Platform}}
+""")
+    offline = wsm("list", "--manifest", str(path), "-o", "plain")
+    assert offline.stdout.split() == ["docker.io/acme/app:latest", "docker.io/acme/gone:1.0"]
+    resolved = wsm("list", "--manifest", str(path), "--resolve", "-o", "json")
+    assert resolved.returncode == 0, resolved.stderr
+    assert json.loads(resolved.stdout)["from"] == "charts"
+    assert "added since the lock: docker.io/acme/console:4.5.6" in resolved.stderr
+    assert "in the lock but no longer found: docker.io/acme/gone:1.0" in resolved.stderr
+    assert "chart platform resolves to 0.3.0, not the locked version" in resolved.stderr
