@@ -1,0 +1,139 @@
+"""Bundle names, the lock file and SHA256SUMS (verify end to end is in test_download.py and test_verify below)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from wsm._bundle import (
+    Bundle,
+    Lock,
+    LockedChart,
+    assign_names,
+    image_stem,
+    portable_stem,
+    read_checksums,
+    write_checksums,
+)
+from wsm._exceptions import BundleError
+from wsm._reference import Reference
+
+WINDOWS_REFUSES = set('<>:"/\\|?*@')
+
+
+@pytest.mark.parametrize(
+    "reference,stem",
+    [
+        ("redis:7", "docker.io_library_redis_7"),
+        ("127.0.0.1:5000/acme/app:1.0", "127.0.0.1_5000_acme_app_1.0"),
+        ("quay.io/prometheus/node-exporter:v1.8.2", "quay.io_prometheus_node-exporter_v1.8.2"),
+        ("wandb/local@sha256:" + "0123456789ab" + "f" * 52, "docker.io_wandb_local_sha256-0123456789ab"),
+        ("wandb/local:0.62@sha256:" + "a" * 64, "docker.io_wandb_local_0.62"),
+        ("[::1]:5000/acme/app:1", "1__5000_acme_app_1"),
+    ],
+)
+def test_image_file_names_are_readable_and_portable(reference, stem):
+    assert image_stem(Reference.parse(reference)) == stem
+    assert not WINDOWS_REFUSES & set(stem)
+
+
+def test_long_and_odd_names_stay_portable_and_distinct():
+    long_tag = "v" + "1" * 127
+    first = image_stem(Reference.parse(f"registry.example.com/{'a' * 100}/{'b' * 60}:{long_tag}"))
+    second = image_stem(Reference.parse(f"registry.example.com/{'a' * 100}/{'b' * 60}:{long_tag[:-1]}2"))
+    assert len(first) <= 190 and first != second
+    assert portable_stem("ünïcode tag:\tx") == "n_code_tag__x"
+
+
+def test_colliding_names_get_a_short_hash_and_case_counts_as_a_collision():
+    wanted = [
+        ("docker.io/acme/app_x:1", "docker.io_acme_app_x_1"),
+        ("docker.io/acme/app/x:1", "docker.io_acme_app_x_1"),
+        ("docker.io/acme/app:V1", "docker.io_acme_app_V1"),
+        ("docker.io/acme/app:v1", "docker.io_acme_app_v1"),
+    ]
+    names = assign_names(wanted, {}, ".tar")
+    assert len({name.lower() for name in names.values()}) == 4  # distinct on exFAT and NTFS too
+    assert names["docker.io/acme/app/x:1"] == "docker.io_acme_app_x_1.tar"  # first in key order: plain name
+    assert names["docker.io/acme/app_x:1"].startswith("docker.io_acme_app_x_1-")
+    assert names == assign_names(list(reversed(wanted)), {}, ".tar")  # stable, whatever the order
+
+
+def test_names_from_an_earlier_run_are_kept_so_that_reruns_resume():
+    kept = {"docker.io/acme/app_x:1": "docker.io_acme_app_x_1.tar"}
+    names = assign_names([("docker.io/acme/app/x:1", "docker.io_acme_app_x_1")], kept, ".tar")
+    assert names["docker.io/acme/app/x:1"] != "docker.io_acme_app_x_1.tar"
+
+
+def test_lock_round_trips(tmp_path):
+    bundle = Bundle(tmp_path)
+    bundle.prepare()
+    assert bundle.read_lock() is None
+    lock = Lock(manifest="release: x\n", platforms=["linux/amd64"])
+    chart = LockedChart("wandb", "1.2.3", "https://charts.wandb.ai", "core", "charts/wandb-1.2.3.tgz", "sha256:ab", 3)
+    lock.charts[chart.key] = chart
+    bundle.write_lock(lock)
+    again = bundle.read_lock()
+    assert again.to_dict() == lock.to_dict()
+    assert json.loads(bundle.lock_path.read_text())["format"] == 1
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_damaged_or_newer_lock_is_refused_in_one_line(tmp_path):
+    bundle = Bundle(tmp_path)
+    bundle.lock_path.write_text("{not json")
+    with pytest.raises(BundleError, match="wsm.lock.json: unreadable .*move it aside"):
+        bundle.read_lock()
+    bundle.lock_path.write_text(json.dumps({"format": 99, "images": []}))
+    with pytest.raises(BundleError, match="newer wsm"):
+        bundle.read_lock()
+    bundle.lock_path.write_text(json.dumps({"format": 1, "images": [{"image": "x"}]}))
+    with pytest.raises(BundleError, match="incomplete") as caught:
+        bundle.read_lock()
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bundle_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="is a file, not a directory"):
+        Bundle(tmp_path / "file").prepare()
+
+
+def test_sha256sums_is_read_by_sha256sum_and_leaves_out_the_work_area(tmp_path):
+    bundle = Bundle(tmp_path)
+    bundle.prepare()
+    (bundle.images / "a.tar").write_bytes(b"a" * 1000)
+    (bundle.charts / "c-1.0.tgz").write_bytes(b"chart")
+    (bundle.blobs / ("0" * 64)).write_bytes(b"partial work")
+    (bundle.images / "b.tar.partial").write_bytes(b"half")
+    (tmp_path / "notes with space.txt").write_text("hello")
+    write_checksums(tmp_path)
+    sums = read_checksums(bundle.sums_path)
+    assert list(sums) == ["charts/c-1.0.tgz", "images/a.tar", "notes with space.txt"]
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_checksums_come_from_the_lock_for_big_files_so_later_damage_shows(tmp_path):
+    bundle = Bundle(tmp_path)
+    bundle.prepare()
+    (bundle.charts / "c-1.0.tgz").write_bytes(b"chart")
+    lock = Lock()
+    digest = "sha256:" + hashlib.sha256(b"chart").hexdigest()
+    chart = LockedChart("c", "1.0", "repo", "g", "charts/c-1.0.tgz", digest, 5)
+    lock.charts[chart.key] = chart
+    bundle.write_lock(lock)
+    (bundle.charts / "c-1.0.tgz").write_bytes(b"CHART")  # damaged after it was written, same size
+    write_checksums(tmp_path)
+    assert read_checksums(bundle.sums_path)["charts/c-1.0.tgz"] == digest.split(":")[1]
+
+
+def test_a_malformed_sha256sums_line_is_named(tmp_path):
+    (tmp_path / "SHA256SUMS").write_text("abc  file\n")
+    with pytest.raises(BundleError, match="SHA256SUMS, line 1"):
+        read_checksums(tmp_path / "SHA256SUMS")
+    with pytest.raises(BundleError, match="rerun wsm download"):
+        read_checksums(tmp_path / "missing")
