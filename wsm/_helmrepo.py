@@ -1,7 +1,10 @@
-"""Classic (HTTP, index.yaml) Helm repositories: find a chart version and fetch its archive, verified.
+"""Classic (HTTP, index.yaml) Helm repositories: find and fetch a chart (verified), and publish one.
 
 The repository format: `<repo>/index.yaml` lists `entries: {name: [{version, urls: [...], digest}, ...]}`;
 each URL is absolute or relative to the repository URL, and `digest` is the sha256 of the .tgz.
+Publishing speaks the two protocols sites run: ChartMuseum's API (`POST /api/charts`, also Harbor's legacy
+chart repository) and plain HTTP PUT of the .tgz followed by a merged index.yaml (nginx/Apache WebDAV,
+Artifactory and Nexus raw repositories).
 """
 
 from __future__ import annotations
@@ -85,12 +88,21 @@ def index_url(repo_url: str) -> str:
 
 
 def _get(url: str, options: TransportOptions, auth: RepoAuth, what: str) -> httpx.Response:
+    return _request("GET", url, options, auth, what)
+
+
+def _request(
+    method: str, url: str, options: TransportOptions, auth: RepoAuth, what: str, *, content: bytes | None = None,
+    allow: tuple[int, ...] = (),
+) -> httpx.Response:
     with make_client(options) as client:
 
         def attempt() -> httpx.Response:
-            return raise_for_retry(client.get(url, auth=auth.httpx_auth()))
+            return raise_for_retry(client.request(method, url, content=content, auth=auth.httpx_auth()))
 
         response = with_retries(options, what, attempt)
+    if response.status_code in allow:
+        return response
     if response.status_code == 404:
         raise NotFound(f"{what}: {url} not found (404); check the URL")
     if response.status_code in (401, 403):
@@ -103,3 +115,99 @@ def _get(url: str, options: TransportOptions, auth: RepoAuth, what: str) -> http
 def _sort_key(version: str):
     parsed = parse_version(version)
     return (parsed is not None, parsed or version)
+
+
+# --- publishing --------------------------------------------------------------------------------------------------
+
+REPO_TYPES = ("auto", "chartmuseum", "put")
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    version: str
+    url: str
+    sent: bool  # False: the repository already held this exact archive
+
+
+def detect_repo_type(repo_url: str, options: TransportOptions, auth: RepoAuth) -> str:
+    """ChartMuseum answers `GET /api/charts` with JSON; anything else is taken as a PUT repository."""
+    response = _request("GET", f"{repo_url.rstrip('/')}/api/charts", options, auth, f"Helm repository {repo_url}",
+                        allow=(200, 401, 403, 404, 405))
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    return "chartmuseum" if response.status_code == 200 and is_json else "put"
+
+
+def publish_chart(
+    repo_url: str, archive: bytes, metadata: dict[str, Any], options: TransportOptions, auth: RepoAuth = RepoAuth(),
+    repo_type: str = "auto",
+) -> Published:
+    """Publish a chart archive byte for byte; skip it when the index already lists the same digest."""
+    name, version = str(metadata["name"]), str(metadata["version"])
+    digest = hashlib.sha256(archive).hexdigest()
+    index = _index_or_empty(repo_url, options, auth)
+    existing = _entry(index, name, version)
+    filename = f"{name}-{version}.tgz"
+    if existing is not None:
+        if str(existing.get("digest", "")).removeprefix("sha256:") == digest:
+            return Published(name, version, urljoin(repo_url.rstrip("/") + "/", filename), sent=False)
+        raise ChartError(
+            f"Helm repository {repo_url} already has {name} {version} with digest {existing.get('digest')}, not "
+            f"sha256:{digest}; a chart version is immutable: remove it there or bump the version"
+        )
+    if repo_type == "auto":
+        repo_type = detect_repo_type(repo_url, options, auth)
+    if repo_type == "chartmuseum":
+        _request("POST", f"{repo_url.rstrip('/')}/api/charts", options, auth, f"upload of {filename} to {repo_url}",
+                 content=archive)
+    else:
+        _put_with_index(repo_url, filename, archive, metadata, digest, index, options, auth)
+    return Published(name, version, urljoin(repo_url.rstrip("/") + "/", filename), sent=True)
+
+
+def _put_with_index(
+    repo_url: str, filename: str, archive: bytes, metadata: dict[str, Any], digest: str, index: dict[str, Any],
+    options: TransportOptions, auth: RepoAuth,
+) -> None:
+    base = repo_url.rstrip("/")
+    _request("PUT", f"{base}/{filename}", options, auth, f"upload of {filename} to {repo_url}", content=archive)
+    # Read the index again right before writing it, to keep entries another publisher added meanwhile.
+    index = _index_or_empty(repo_url, options, auth)
+    entry = {key: value for key, value in metadata.items() if key not in ("dependencies",)}
+    entry.update({
+        "apiVersion": metadata.get("apiVersion", "v2"),
+        "urls": [filename],
+        "digest": digest,
+        "created": _now(),
+    })
+    if metadata.get("dependencies"):
+        entry["dependencies"] = metadata["dependencies"]
+    versions = [e for e in index["entries"].get(entry["name"], []) if str(e.get("version")) != entry["version"]]
+    index["entries"][entry["name"]] = [entry] + versions
+    index["generated"] = _now()
+    body = yaml.safe_dump(index, sort_keys=False).encode()
+    _request("PUT", index_url(repo_url), options, auth, f"upload of index.yaml to {repo_url}", content=body)
+
+
+def _index_or_empty(repo_url: str, options: TransportOptions, auth: RepoAuth) -> dict[str, Any]:
+    try:
+        index = fetch_index(repo_url, options, auth)
+    except NotFound:
+        return {"apiVersion": "v1", "entries": {}}
+    index.setdefault("entries", {})
+    if index["entries"] is None:
+        index["entries"] = {}
+    return index
+
+
+def _entry(index: dict[str, Any], name: str, version: str) -> dict[str, Any] | None:
+    for entry in (index.get("entries") or {}).get(name) or []:
+        if str(entry.get("version")) == version:
+            return entry
+    return None
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
