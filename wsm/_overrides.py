@@ -9,9 +9,12 @@ Each shape is rewritten the way its templates read it:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from ._exceptions import ValuesError
 from ._model import ImageSource, ResolvedImage, Shape
 from ._reference import Reference
 from ._values import Values, merge, set_path
@@ -60,3 +63,50 @@ def _override(source: ImageSource, target: Reference) -> Values:
     result: Values = {}
     set_path(result, source.path.split("."), node_value, source.path)
     return result
+
+
+def rewrite_values_file(path: Path, overrides: Values) -> Path:
+    """Merge `overrides` into the user's values file in place, keeping its comments, order and other keys.
+
+    The original is kept beside it as `<name>.bak` (an older backup is not overwritten: `.bak.1`, ...).
+    ruamel.yaml round-trips comments and key order, which PyYAML would lose.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    try:
+        original = path.read_text()
+        document = yaml_rt.load(original) or {}
+    except FileNotFoundError:
+        raise ValuesError(f"values file {path} does not exist") from None
+    except YAMLError as error:
+        raise ValuesError(f"values file {path}: malformed YAML ({' '.join(str(error).split())[:200]})") from None
+    if not isinstance(document, dict):
+        raise ValuesError(f"values file {path}: expected a mapping at the top")
+    _merge_in_place(document, overrides)
+    backup = _free_backup_name(path)
+    backup.write_text(original)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w") as handle:
+        yaml_rt.dump(document, handle)
+    os.replace(partial, path)
+    return backup
+
+
+def _merge_in_place(document: dict, overrides: Values) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            _merge_in_place(document[key], value)
+        else:
+            document[key] = value
+
+
+def _free_backup_name(path: Path) -> Path:
+    candidate = path.with_name(path.name + ".bak")
+    number = 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.bak.{number}")
+    return candidate
