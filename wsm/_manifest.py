@@ -23,7 +23,10 @@ API_VERSION = "wsm/v1"
 EMBEDDED = "wandb.yaml"
 
 _TOP_KEYS = {"apiVersion", "kind", "name", "description", "charts", "images", "lock"}
-_CHART_KEYS = {"name", "chart", "group", "repo", "oci", "path", "version", "values", "release", "namespace", "install"}
+_CHART_KEYS = {
+    "name", "chart", "group", "repo", "oci", "path", "version", "values", "release", "namespace", "install", "resource"
+}
+_RESOURCE_KEYS = {"file", "chartPath", "valuesPath", "template"}
 _IMAGE_KEYS = {"image", "group", "why"}
 _INSTALL_KINDS = {"helm", "operator"}
 
@@ -37,6 +40,21 @@ class ChartEntry:
     release: str | None = None
     namespace: str = "default"
     install: str = "helm"  # "operator": installed by an operator from a custom resource, not by helm directly
+    resource: CustomResource | None = None
+
+
+@dataclass(frozen=True)
+class CustomResource:
+    """The custom resource an operator installs a chart from (W&B: `WeightsAndBiases`).
+
+    wsm fills `chart_path` with {url, name, version} of the chart in the internal repository and merges the
+    image overrides into `values_path`; the rest of `template` (site keys) is the operator's to complete.
+    """
+
+    file: str
+    template: dict[str, Any]
+    chart_path: str = "spec.chart"
+    values_path: str = "spec.values"
 
 
 @dataclass(frozen=True)
@@ -154,14 +172,34 @@ def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntr
     install = str(item.get("install") or "helm")
     if install not in _INSTALL_KINDS:
         check.fail(f"{key}.install", f"must be one of {', '.join(sorted(_INSTALL_KINDS))}")
+    resource = _resource(check, item.get("resource"), f"{key}.resource", name)
+    if resource is not None and install != "operator":
+        check.fail(f"{key}.resource", "goes with `install: operator`")
     return ChartEntry(
         name=name,
+        resource=resource,
         group=str(item.get("group") or name),
         source=source,
         values=check.mapping(item.get("values") or {}, f"{key}.values", None),
         release=str(item["release"]) if item.get("release") else None,
         namespace=str(item.get("namespace") or "default"),
         install=install,
+    )
+
+
+def _resource(check: _Checker, data: Any, key: str, chart: str) -> CustomResource | None:
+    if data is None:
+        return None
+    data = check.mapping(data, key, _RESOURCE_KEYS)
+    template = check.mapping(data.get("template"), f"{key}.template", None)
+    for field_name in ("apiVersion", "kind"):
+        if not template.get(field_name):
+            check.fail(f"{key}.template.{field_name}", "is required")
+    return CustomResource(
+        file=str(data.get("file") or f"{chart}-cr.yaml"),
+        template=template,
+        chart_path=str(data.get("chartPath") or "spec.chart"),
+        values_path=str(data.get("valuesPath") or "spec.values"),
     )
 
 
