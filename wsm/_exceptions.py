@@ -18,6 +18,10 @@ class InvalidReference(WsmError):
     """An image reference that does not parse."""
 
 
+class InvalidPlatform(WsmError):
+    """A platform string (os/architecture[/variant]) that does not parse."""
+
+
 class ManifestError(WsmError):
     """A release manifest that is missing, malformed or invalid (names the file and the key)."""
 

@@ -1,0 +1,164 @@
+"""Blob bytes on disk and on the wire: a resumable download file, and a re-readable upload source.
+
+Both stream in 64 KiB pieces and hash as they go, so memory stays flat whatever the blob size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from .._exceptions import DigestMismatch, WsmError
+from ._types import Descriptor, hasher_for
+
+CHUNK = 64 * 1024
+Progress = Callable[[int], None]
+
+
+def _no_progress(_: int) -> None:
+    pass
+
+
+class PartialDownload:
+    """The `.partial` file a blob is downloaded into, with the hash of the bytes it holds so far.
+
+    `progress` hears about bytes as they land in the file, including a resumed prefix; when the download
+    has to start over it hears a negative number, so a progress bar never counts a byte twice.
+    """
+
+    def __init__(self, dest: Path, descriptor: Descriptor, progress: Progress | None) -> None:
+        self.dest = Path(dest)
+        self.descriptor = descriptor
+        self.progress = progress or _no_progress
+        self.hasher = hasher_for(descriptor.digest)
+        self.offset = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.offset >= self.descriptor.size
+
+    def load_prefix(self) -> None:
+        """Hash what an earlier run left in `dest`, so the download resumes after it."""
+        try:
+            size = self.dest.stat().st_size
+        except FileNotFoundError:
+            return
+        if size > self.descriptor.size:
+            self._truncate()
+            return
+        with self._open("rb") as existing:
+            while block := existing.read(CHUNK):
+                self.hasher.update(block)
+        self.offset = size
+        self.progress(size)
+
+    def restart(self) -> None:
+        """Drop what is in `dest`: the server is sending the blob from its first byte."""
+        self.progress(-self.offset)
+        self._truncate()
+
+    def append(self, chunks: Iterable[bytes], what: str) -> None:
+        with self._open("ab") as out:
+            for chunk in chunks:
+                if self.offset + len(chunk) > self.descriptor.size:
+                    self._discard()
+                    raise DigestMismatch(
+                        f"{what}: the registry sent more than the {self.descriptor.size} bytes the manifest "
+                        f"states; deleted {self.dest.name}"
+                    )
+                self._write(out, chunk)
+
+    def finish(self, what: str) -> None:
+        """Check size and digest of everything in `dest`; on mismatch delete it and raise `DigestMismatch`."""
+        actual = f"{self.hasher.name}:{self.hasher.hexdigest()}"
+        if self.offset == self.descriptor.size and actual == self.descriptor.digest:
+            return
+        self._discard()
+        raise DigestMismatch(
+            f"{what}: downloaded content ({self.offset} bytes, {actual}) does not match the manifest; "
+            f"deleted {self.dest.name}, run again to download it afresh"
+        )
+
+    def _write(self, out, chunk: bytes) -> None:
+        try:
+            out.write(chunk)
+        except OSError as error:
+            raise WsmError(f"cannot write {self.dest}: {error.strerror}; free space or pick another directory") from None
+        self.hasher.update(chunk)
+        self.offset += len(chunk)
+        self.progress(len(chunk))
+
+    def _open(self, mode: str):
+        try:
+            return self.dest.open(mode)
+        except OSError as error:
+            raise WsmError(f"cannot open {self.dest}: {error.strerror}") from None
+
+    def _truncate(self) -> None:
+        with self._open("wb"):
+            pass
+        self.hasher = hasher_for(self.descriptor.digest)
+        self.offset = 0
+
+    def _discard(self) -> None:
+        self.progress(-self.offset)
+        self.dest.unlink(missing_ok=True)
+        self.hasher = hasher_for(self.descriptor.digest)
+        self.offset = 0
+
+
+class UploadSource:
+    """What a blob is uploaded from (a file or bytes); any range of it can be read again for a retry."""
+
+    def __init__(self, source: Path | bytes, descriptor: Descriptor, progress: Progress | None) -> None:
+        self.source = source
+        self.descriptor = descriptor
+        self.progress = progress or _no_progress
+        self.sent = 0  # bytes handed to the connection in the current upload session
+        size = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else _file_size(Path(source))
+        if size != descriptor.size:
+            raise DigestMismatch(
+                f"{_name(source)}: {size} bytes, but blob {descriptor.digest} has {descriptor.size}; "
+                "the file is damaged or not the right one"
+            )
+
+    def rewind(self) -> None:
+        """A new upload session starts from nothing: take back what the last one reported."""
+        self.progress(-self.sent)
+        self.sent = 0
+
+    def read(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """A fresh iterator over `length` bytes from `start`, reporting progress as the connection takes them."""
+        end = self.descriptor.size if length is None else start + length
+        for chunk in self._chunks(start, end):
+            self.sent += len(chunk)
+            self.progress(len(chunk))
+            yield chunk
+
+    def _chunks(self, start: int, end: int) -> Iterator[bytes]:
+        if not isinstance(self.source, (str, os.PathLike)):
+            data = memoryview(self.source)
+            for position in range(start, end, CHUNK):
+                yield bytes(data[position : min(end, position + CHUNK)])
+            return
+        with open(self.source, "rb") as handle:
+            handle.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                block = handle.read(min(CHUNK, remaining))
+                if not block:
+                    raise WsmError(f"{self.source} shrank while it was being uploaded; it must not change")
+                remaining -= len(block)
+                yield block
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as error:
+        raise WsmError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _name(source: Path | bytes) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the data to upload"

@@ -1,0 +1,509 @@
+"""A client for the OCI distribution API (Docker Registry HTTP API v2), modelled on go-containerregistry.
+
+One `RegistryClient` serves many registries and threads: it keeps one httpx connection pool, the credentials
+found per registry, and Bearer tokens per (host, scope). Every call retries with backoff on dropped
+connections, 429 and 5xx (see `wsm._http.with_retries`); a blob download resumes where it broke off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._exceptions import AuthError, DigestMismatch, NotFound, RegistryError
+from .._http import TransportOptions, make_client, raise_for_retry, with_retries
+from .._reference import DOCKER_HUB, Reference
+from ._auth import Authenticator, merge_scopes, repository_scope
+from ._blobs import CHUNK, PartialDownload, Progress, UploadSource
+from ._credentials import CredentialStore, normalize_host
+from ._types import ALL_MANIFEST_TYPES, Descriptor, Manifest, compute_digest, verify_digest
+
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # far above any real manifest; a bound so a bad server cannot fill memory
+MAX_TAG_LIST_BYTES = 64 * 1024 * 1024
+_ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
+# Answers by which a registry says it will not take a blob in one PUT: upload it in PATCH chunks instead.
+_MONOLITHIC_REFUSED = frozenset({405, 411, 413, 501})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    transport: TransportOptions = TransportOptions()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    docker_config: Path | None = None  # default $DOCKER_CONFIG/config.json, else ~/.docker/config.json
+    helm_registry_config: Path | None = None  # default $HELM_REGISTRY_CONFIG, else Helm's config home
+    # {"docker.io": "artifactory.corp/dockerhub"}: pull from the mirror, keep the original name.
+    mirrors: Mapping[str, str] = field(default_factory=dict, hash=False)
+    concurrency: int = 4
+    upload_chunk_size: int = 8 * 1024 * 1024  # for registries that refuse a blob in one PUT
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a reference's requests go: the host and repository there (a mirror's, for pulls)."""
+
+    registry: str  # whose credentials to use
+    host: str
+    repository: str
+    label: str  # the reference as the user knows it
+    via: str = ""  # " (mirror of docker.io)"
+
+    def what(self, action: str) -> str:
+        """`action`, naming the registry host unless the reference in it already does."""
+        return action if f"{self.host}/" in action else f"{action} at {self.host}{self.via}"
+
+
+class RegistryClient:
+    """Pull from and push to OCI registries. Thread-safe; use as a context manager or call `close()`."""
+
+    def __init__(self, options: RegistryOptions = RegistryOptions()) -> None:
+        self._options = options
+        self._transport = options.transport
+        pool = max(10, options.concurrency * 2)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._http = make_client(options.transport, limits=limits)
+        credentials = CredentialStore(
+            options.username, options.password, options.docker_config, options.helm_registry_config
+        )
+        self._auth = Authenticator(self._http, options.transport, credentials)
+        self._mirrors = {normalize_host(key): _strip_scheme(value) for key, value in options.mirrors.items()}
+        self._chunked_hosts: set[str] = set()  # registries seen refusing monolithic uploads
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- manifests ---------------------------------------------------------------------------------------
+
+    def get_manifest(self, ref: Reference) -> Manifest:
+        """The manifest or index `ref` names (by digest when it has one), verified against that digest."""
+        target = self._pull_target(ref)
+        what = target.what(f"manifest {target.label}")
+
+        def attempt() -> tuple[bytes, httpx.Headers]:
+            response = self._request("GET", target, f"manifests/{ref.identifier}", _pull(target), what,
+                                     headers={"Accept": _ACCEPT})
+            _raise_for_status(response, what)
+            return _read_limited(response, MAX_MANIFEST_BYTES, what), response.headers
+
+        raw, headers = with_retries(self._transport, what, attempt)
+        manifest = Manifest.from_bytes(raw, _media_type(headers))
+        if manifest.media_type not in ALL_MANIFEST_TYPES:
+            raise RegistryError(
+                f"{what}: served as {manifest.media_type or 'an unknown type'!r}, which wsm cannot carry "
+                "(it needs a Docker v2 or OCI manifest or index)"
+            )
+        if ref.digest:
+            verify_digest(raw, ref.digest, what)
+        elif headers.get("Docker-Content-Digest", manifest.digest) != manifest.digest:
+            raise DigestMismatch(
+                f"{what}: content has digest {manifest.digest} but the registry says "
+                f"{headers['Docker-Content-Digest']}; a proxy altered it"
+            )
+        return manifest
+
+    def head_manifest(self, ref: Reference) -> Descriptor | None:
+        """Media type, digest and size of what `ref` names, without its body; None when it does not exist."""
+        target = self._pull_target(ref)
+        what = target.what(f"manifest {target.label}")
+
+        def attempt() -> httpx.Response | None:
+            response = self._request("HEAD", target, f"manifests/{ref.identifier}", _pull(target), what,
+                                     headers={"Accept": _ACCEPT})
+            response.close()
+            if response.status_code == 404:
+                return None
+            _raise_for_status(response, what)
+            return response
+
+        response = with_retries(self._transport, what, attempt)
+        if response is None:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        length = response.headers.get("Content-Length", "")
+        if not digest or not length.isdigit():
+            # Some registries leave the digest out of HEAD answers: the body tells.
+            return self.get_manifest(ref).descriptor()
+        if ref.digest and digest != ref.digest:
+            raise DigestMismatch(f"{what}: the registry answered with digest {digest}")
+        return Descriptor(media_type=_media_type(response.headers), digest=digest, size=int(length))
+
+    def put_manifest(self, ref: Reference, raw: bytes, media_type: str) -> str:
+        """Store `raw` under `ref.tag` (else `ref.digest`); returns its digest, checked against the registry's."""
+        target = self._push_target(ref)
+        digest = compute_digest(raw)
+        what = target.what(f"push of manifest {target.label}")
+        if ref.digest:
+            verify_digest(raw, ref.digest, what)
+
+        def attempt() -> httpx.Response:
+            response = self._request("PUT", target, f"manifests/{ref.tag or digest}", _push(target), what,
+                                     headers={"Content-Type": media_type}, body=raw)
+            _raise_for_status(response, what)
+            response.close()
+            return response
+
+        response = with_retries(self._transport, what, attempt)
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise DigestMismatch(f"{what}: the registry stored it as {stored}, not {digest}; it altered the manifest")
+        return digest
+
+    def list_tags(self, ref: Reference) -> list[str]:
+        """Every tag of `ref`'s repository, following `Link` pages."""
+        target = self._pull_target(ref)
+        what = target.what(f"tags of {target.repository}")
+        tags: list[str] = []
+        url: str | None = self._url(target, "tags/list")
+        seen: set[str] = set()
+        while url and url not in seen:
+            seen.add(url)
+            page, url = with_retries(self._transport, what, lambda url=url: self._tag_page(target, url, what))
+            tags.extend(page)
+        return tags
+
+    def _tag_page(self, target: _Target, url: str, what: str) -> tuple[list[str], str | None]:
+        response = self._request("GET", target, url, _pull(target), what)
+        _raise_for_status(response, what)
+        body = _json(_read_limited(response, MAX_TAG_LIST_BYTES, what), what)
+        tags = body.get("tags") or []
+        following = response.links.get("next", {}).get("url")
+        return [str(tag) for tag in tags], str(response.url.join(following)) if following else None
+
+    # -- blobs -------------------------------------------------------------------------------------------
+
+    def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path, progress: Progress | None = None) -> None:
+        """Download a blob into `dest` (a `.partial` path), resuming what `dest` already holds; verified.
+
+        On a digest mismatch `dest` is deleted and `DigestMismatch` raised.
+        """
+        target = self._pull_target(ref)
+        what = target.what(f"blob {descriptor.digest} of {target.label}")
+        partial = PartialDownload(dest, descriptor, progress)
+        partial.load_prefix()
+        if not partial.complete:
+            with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
+        partial.finish(what)
+
+    def _download(self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str) -> None:
+        headers = {"Range": f"bytes={partial.offset}-"} if partial.offset else {}
+        response = self._request("GET", target, f"blobs/{descriptor.digest}", _pull(target), what, headers=headers)
+        try:
+            if response.status_code == 416:  # our prefix is no prefix of what the registry has
+                partial.restart()
+                response.close()
+                return self._download(target, descriptor, partial, what)
+            _raise_for_status(response, what)
+            if partial.offset and _range_start(response) != partial.offset:
+                partial.restart()  # the registry ignored the Range header and sends it all
+            # Pieces as they arrive (at most 64 KiB each): a re-chunking buffer would lose them when the link drops.
+            partial.append(response.iter_bytes(), what)
+        finally:
+            response.close()
+        if not partial.complete:
+            raise httpx.ReadError("the registry ended the blob early")  # retried, resuming
+
+    def read_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:
+        """A small blob (a config, a chart archive) in memory, verified against its digest."""
+        target = self._pull_target(ref)
+        what = target.what(f"blob {descriptor.digest} of {target.label}")
+
+        def attempt() -> bytes:
+            response = self._request("GET", target, f"blobs/{descriptor.digest}", _pull(target), what)
+            _raise_for_status(response, what)
+            return _read_limited(response, descriptor.size, what)
+
+        data = with_retries(self._transport, what, attempt)
+        verify_digest(data, descriptor.digest, what)
+        return data
+
+    def has_blob(self, ref: Reference, digest: str) -> bool:
+        target = self._push_target(ref)
+        return self._has_blob(target, digest, _pull(target))
+
+    def _has_blob(self, target: _Target, digest: str, scopes: tuple[str, ...]) -> bool:
+        what = target.what(f"blob {digest} in {target.repository}")
+
+        def attempt() -> bool:
+            response = self._request("HEAD", target, f"blobs/{digest}", scopes, what)
+            response.close()
+            if response.status_code == 404:
+                return False
+            _raise_for_status(response, what)  # a HEAD answer has no body to read an error code from
+            return True
+
+        return with_retries(self._transport, what, attempt)
+
+    def mount_blob(self, ref: Reference, digest: str, from_repository: str) -> bool:
+        """Ask the registry to link a blob from another of its repositories; True if it did (201)."""
+        target = self._push_target(ref)
+        scopes = merge_scopes(_push(target), (repository_scope(from_repository, "pull"),))
+        what = target.what(f"mount of blob {digest} from {from_repository} into {target.repository}")
+
+        def attempt() -> bool:
+            response = self._request("POST", target, "blobs/uploads/", scopes, what,
+                                     params={"mount": digest, "from": from_repository})
+            _raise_for_status(response, what)
+            response.close()
+            if response.status_code == 201:
+                return True
+            self._cancel_upload(target, response, scopes)  # it opened an upload session instead
+            return False
+
+        return with_retries(self._transport, what, attempt)
+
+    def push_blob(
+        self, ref: Reference, descriptor: Descriptor, source: Path | bytes, progress: Progress | None = None
+    ) -> None:
+        """Upload a blob from a file or bytes unless the repository has it; `progress` hears bytes sent."""
+        target = self._push_target(ref)
+        scopes = _push(target)
+        what = target.what(f"upload of blob {descriptor.digest} to {target.repository}")
+        upload = UploadSource(source, descriptor, progress)
+        if self._has_blob(target, descriptor.digest, scopes):
+            upload.progress(descriptor.size)
+            return
+
+        def attempt() -> None:
+            upload.rewind()  # a retry starts a new upload session from the first byte
+            if target.host not in self._chunked_hosts and self._upload_monolithic(target, upload, scopes, what):
+                return
+            upload.rewind()
+            self._upload_chunked(target, upload, scopes, what)
+
+        with_retries(self._transport, what, attempt)
+
+    def _upload_monolithic(self, target: _Target, upload: UploadSource, scopes: tuple[str, ...], what: str) -> bool:
+        """One POST, one PUT with the whole blob; False if the registry refuses that."""
+        location, _ = self._start_upload(target, scopes, what)
+        response = self._request(
+            "PUT", target, location, scopes, what,
+            params={"digest": upload.descriptor.digest},
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(upload.descriptor.size)},
+            body=upload.read,
+        )
+        if response.status_code in _MONOLITHIC_REFUSED:
+            response.close()
+            self._chunked_hosts.add(target.host)
+            return False
+        _raise_for_upload_status(response, what)
+        response.close()
+        return True
+
+    def _upload_chunked(self, target: _Target, upload: UploadSource, scopes: tuple[str, ...], what: str) -> None:
+        """POST, then PATCH pieces with Content-Range, then a PUT with the digest and no body."""
+        location, minimum = self._start_upload(target, scopes, what)
+        chunk_size = max(self._options.upload_chunk_size, minimum)
+        size = upload.descriptor.size
+        for start in range(0, size, chunk_size):
+            length = min(chunk_size, size - start)
+            response = self._request(
+                "PATCH", target, location, scopes, what,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(length),
+                    "Content-Range": f"{start}-{start + length - 1}",
+                },
+                body=lambda start=start, length=length: upload.read(start, length),
+            )
+            _raise_for_upload_status(response, what)
+            response.close()
+            location = _location(response, what)
+        response = self._request("PUT", target, location, scopes, what, params={"digest": upload.descriptor.digest},
+                                 headers={"Content-Length": "0"})
+        _raise_for_upload_status(response, what)
+        response.close()
+
+    def _start_upload(self, target: _Target, scopes: tuple[str, ...], what: str) -> tuple[str, int]:
+        """Open an upload session: its URL, and the smallest chunk the registry accepts."""
+        response = self._request("POST", target, "blobs/uploads/", scopes, what, headers={"Content-Length": "0"})
+        _raise_for_status(response, what)
+        response.close()
+        minimum = response.headers.get("OCI-Chunk-Min-Length", "0")
+        return _location(response, what), int(minimum) if minimum.isdigit() else 0
+
+    def _cancel_upload(self, target: _Target, response: httpx.Response, scopes: tuple[str, ...]) -> None:
+        """Best effort: an abandoned session would otherwise linger until the registry purges it."""
+        try:
+            location = _location(response, "")
+            self._request("DELETE", target, location, scopes, "").close()
+        except (RegistryError, httpx.HTTPError):
+            pass
+
+    # -- requests ----------------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        target: _Target,
+        path: str,
+        scopes: tuple[str, ...],
+        what: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+    ) -> httpx.Response:
+        """Send one request with authentication (answering 401 challenges); the response is streamed.
+
+        A retryable status raises `RetryableStatus` for `with_retries`. `body` may be a factory, so that a
+        request refused for authentication can be sent again with a fresh stream.
+        """
+        url = path if "://" in path else self._url(target, path)
+        sent = self._auth.header(target.host, target.registry, scopes)
+        for _ in range(3):
+            request = self._http.build_request(
+                method, url, params=params, content=body() if callable(body) else body,
+                headers={**(headers or {}), **({"Authorization": sent} if sent else {})},
+            )
+            response = self._send(request, target)
+            if response.status_code != 401:
+                return raise_for_retry(response)
+            response.close()
+            sent = self._auth.answer(target.host, target.registry, scopes, response, sent)
+        raise AuthError(self._auth.refused(target.host, target.registry))
+
+    def _send(self, request: httpx.Request, target: _Target) -> httpx.Response:
+        try:
+            return self._http.send(request, stream=True)
+        except httpx.ConnectError as error:
+            if self._transport.plain_http or "wrong version number" not in str(error).lower():
+                raise
+            raise RegistryError(
+                f"registry {target.host} does not speak TLS; pass --plain-http if it is meant to be plain HTTP"
+            ) from None
+
+    def _url(self, target: _Target, path: str) -> str:
+        return f"{self._transport.scheme(target.host)}://{target.host}/v2/{target.repository}/{path}"
+
+    def _pull_target(self, ref: Reference) -> _Target:
+        mirror = self._mirrors.get(normalize_host(ref.registry))
+        if not mirror:
+            return self._push_target(ref)
+        host, _, prefix = mirror.partition("/")
+        repository = f"{prefix.strip('/')}/{ref.repository}" if prefix.strip("/") else ref.repository
+        return _Target(host, host, repository, ref.familiar, via=f" (mirror of {ref.registry})")
+
+    def _push_target(self, ref: Reference) -> _Target:
+        return _Target(ref.registry, _api_host(ref.registry), ref.repository, ref.familiar)
+
+
+def _api_host(registry: str) -> str:
+    # Docker Hub's name is docker.io; its API lives elsewhere.
+    return "registry-1.docker.io" if registry == DOCKER_HUB else registry
+
+
+def _strip_scheme(value: str) -> str:
+    return value.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+
+
+def _pull(target: _Target) -> tuple[str, ...]:
+    return (repository_scope(target.repository, "pull"),)
+
+
+def _push(target: _Target) -> tuple[str, ...]:
+    return (repository_scope(target.repository, "pull,push"),)
+
+
+def _media_type(headers: httpx.Headers) -> str:
+    return headers.get("Content-Type", "").split(";")[0].strip()
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    if response.status_code != 206:
+        return None
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _location(response: httpx.Response, what: str) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        raise RegistryError(f"{what}: the registry opened an upload without saying where (no Location header)")
+    return str(response.url.join(location))
+
+
+def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than `limit` bytes (a registry that sends more is broken or hostile)."""
+    parts, total = [], 0
+    try:
+        for chunk in response.iter_bytes(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise DigestMismatch(f"{what}: the registry sent more than the expected {limit} bytes")
+            parts.append(chunk)
+    finally:
+        response.close()
+    return b"".join(parts)
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RegistryError(f"{what}: the registry answered with something that is not a JSON object")
+    return body
+
+
+def _raise_for_upload_status(response: httpx.Response, what: str) -> None:
+    if response.status_code == 400 and _error_code(response) == "DIGEST_INVALID":
+        raise DigestMismatch(
+            f"{what}: the registry computed another digest for the uploaded bytes; the source is damaged"
+        )
+    _raise_for_status(response, what)
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    """Turn an error status into a one-line WsmError using the registry's error code."""
+    status = response.status_code
+    if status < 400:
+        return
+    code, message = _error_code(response), _error_message(response)
+    detail = f" ({code}: {message})" if code else (f" ({message})" if message else "")
+    if status == 404:
+        hint = "check the repository name" if code == "NAME_UNKNOWN" else "check the name, tag and digest"
+        raise NotFound(f"{what}: not found{detail}; {hint}")
+    if status == 403:
+        raise AuthError(f"{what}: access denied (403){detail}; check that these credentials may use this repository")
+    raise RegistryError(f"{what}: the registry answered {status}{detail}")
+
+
+def _error_code(response: httpx.Response) -> str:
+    return _first_error(response).get("code", "")
+
+
+def _error_message(response: httpx.Response) -> str:
+    return " ".join(str(_first_error(response).get("message", "")).split())[:200]
+
+
+def _first_error(response: httpx.Response) -> dict[str, str]:
+    """The first entry of the distribution error body `{"errors": [{"code", "message", "detail"}]}`.
+
+    A body that is not such JSON but short text (a proxy's or a TLS port's complaint) becomes the message.
+    """
+    try:
+        if not response.is_stream_consumed:
+            response.read()
+        text = response.text
+    except (httpx.HTTPError, RuntimeError, UnicodeDecodeError):
+        return {}
+    try:
+        errors = json.loads(text).get("errors") or [{}]
+        return {key: str(value) for key, value in errors[0].items() if key in ("code", "message")}
+    except (ValueError, AttributeError, TypeError, IndexError):
+        short = text.strip()
+        return {"message": short} if short and len(short) <= 200 and "<" not in short else {}
