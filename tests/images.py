@@ -45,28 +45,34 @@ def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def _layer(size: int, seed: bytes) -> tuple[bytes, str]:
-    """A gzip'd tar with one file of `size` pseudo-random bytes; returns (blob, diff_id)."""
+def _layer(size: int, seed: bytes, incompressible: bool = False) -> tuple[bytes, str]:
+    """A gzip'd tar with one file of `size` pseudo-random bytes; returns (blob, diff_id).
+
+    `incompressible`: the blob is about as large as `size` (for tests that need to cut a transfer midway).
+    """
     content = b""
     block = seed
-    while len(content) < size:
+    while len(content) < size and not incompressible:
         block = hashlib.sha256(block).digest()
         content += block * 64
-    content = content[:size]
+    content = hashlib.shake_256(seed).digest(size) if incompressible else content[:size]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         info = tarfile.TarInfo(f"data-{seed.hex()[:8]}.bin")
         info.size = len(content)
         tar.addfile(info, io.BytesIO(content))
     tar_bytes = raw.getvalue()
-    return gzip.compress(tar_bytes, mtime=0), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+    level = 1 if incompressible else 9
+    return gzip.compress(tar_bytes, compresslevel=level, mtime=0), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
 
 
-def _one_manifest(layout: Path, platform: str, layer_sizes: list[int], oci: bool, built: BuiltImage) -> dict:
+def _one_manifest(
+    layout: Path, platform: str, layer_sizes: list[int], oci: bool, built: BuiltImage, incompressible: bool = False
+) -> dict:
     os_name, arch = platform.split("/")[:2]
     layers, diff_ids = [], []
     for size in layer_sizes:
-        blob, diff_id = _layer(size, os.urandom(16))
+        blob, diff_id = _layer(size, os.urandom(16), incompressible)
         digest, length = _write_blob(layout, blob)
         built.blobs[digest] = length
         layers.append({"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "digest": digest, "size": length})
@@ -106,14 +112,18 @@ def build_image(
     layer_sizes: tuple[int, ...] = (2048, 4096),
     oci: bool = False,
     index: bool | None = None,
+    incompressible: bool = False,
 ) -> BuiltImage:
-    """Build an image layout; `index` defaults to True when there is more than one platform."""
+    """Build an image layout; `index` defaults to True when there is more than one platform.
+
+    `incompressible` layers are about `layer_sizes` bytes on the wire (else they compress ~60-fold).
+    """
     layout = Path(layout)
     layout.mkdir(parents=True, exist_ok=True)
     (layout / "version").write_text("Directory Transport Version: 1.1\n")
     index = len(platforms) > 1 if index is None else index
     built = BuiltImage(layout=layout, tag=tag, digest="", media_type="")
-    descriptors = [_one_manifest(layout, p, list(layer_sizes), oci, built) for p in platforms]
+    descriptors = [_one_manifest(layout, p, list(layer_sizes), oci, built, incompressible) for p in platforms]
     if index:
         media_type = OCI_INDEX if oci else DOCKER_LIST
         body = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": descriptors}, indent=2)

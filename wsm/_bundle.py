@@ -126,7 +126,7 @@ class LockedImage:
         return _from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return _without_empty(asdict(self), "note")
 
 
 KEPT_AS_IS = "as-is"  # the upstream manifest or index, byte for byte: top digest == upstream digest
@@ -155,11 +155,15 @@ class LockedChart:
         return _from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return _without_empty(asdict(self), "release")
 
 
 def chart_key(source: str, name: str, version: str) -> str:
     return f"{source}#{name}-{version}"
+
+
+def _without_empty(data: dict[str, Any], *optional: str) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None or key not in optional}
 
 
 def _from_dict(cls, data: Mapping[str, Any]):

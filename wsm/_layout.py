@@ -53,11 +53,12 @@ def blob_member(digest: str) -> str:
 
 @dataclass(frozen=True)
 class TarBlob:
-    """A verified blob on disk, to be copied into a tarball."""
+    """A verified blob to put into a tarball: a file on disk (layers, configs) or bytes (manifests)."""
 
     digest: str
     size: int
-    path: Path
+    path: Path | None = None
+    data: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,12 @@ def write_image_tar(
         writer.add_directory(BLOBS_DIR)
         seen: set[str] = set()
         for blob in blobs:
-            if blob.digest not in seen:
-                seen.add(blob.digest)
+            if blob.digest in seen:
+                continue
+            seen.add(blob.digest)
+            if blob.data is not None:
+                writer.add_bytes(blob_member(blob.digest), blob.data)
+            else:
                 writer.add_file(blob_member(blob.digest), blob.path, blob.size)
         result = writer.finish()
     except BaseException:

@@ -1,0 +1,354 @@
+"""`download` against a real registry (Distribution), read back by skopeo and sha256sum; faults from a proxy
+that drops connections and answers 500/429; a SIGKILL halfway; a file-size limit standing in for a full disk.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from faults import FaultProxy
+from images import make_image, push_layout
+from wsm._bundle import Bundle, verify
+from wsm._download import download
+from wsm._exceptions import BundleError
+from wsm._http import TransportOptions
+from wsm._layout import scan_image_tar
+from wsm._model import ImageSource, Method, ResolvedChart, ResolvedImage
+from wsm._reference import Reference
+from wsm._remote import Platform, RegistryClient, RegistryOptions
+
+CHILD = Path(__file__).resolve().parent / "download_child.py"
+AMD64, ARM64, S390X = Platform.parse("linux/amd64"), Platform.parse("linux/arm64"), Platform.parse("linux/s390x")
+
+
+@pytest.fixture
+def client():
+    options = RegistryOptions(transport=TransportOptions(plain_http=True, retries=4, backoff=0.01, max_backoff=0.05))
+    with RegistryClient(options) as registry_client:
+        yield registry_client
+
+
+def image(host: str, name: str, tag: str = "1.0") -> ResolvedImage:
+    source = ImageSource(chart="app", method=Method.VALUES, path=f"{name.split('/')[-1]}.image")
+    return ResolvedImage(Reference.parse(f"{host}/{name}:{tag}"), "core", (source,))
+
+
+def fetch(images, bundle: Path, client, platforms=None, **kwargs):
+    return download(images, kwargs.pop("charts", []), bundle, client=client, platforms=platforms, progress=False, **kwargs)
+
+
+def skopeo(*args: str) -> bytes:
+    return subprocess.run(["skopeo", *args], check=True, capture_output=True).stdout
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha256sum_check(bundle: Path) -> None:
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def lock_of(bundle: Path) -> dict:
+    return json.loads((bundle / "wsm.lock.json").read_text())
+
+
+def entry_for(bundle: Path, ref: str) -> dict:
+    return next(entry for entry in lock_of(bundle)["images"] if entry["image"] == ref)
+
+
+# -------------------------------------------------------------------------------------------- formats
+
+
+def test_every_kind_of_image_becomes_one_tarball_that_skopeo_reads_with_upstream_digests(registry, tmp_path, client):
+    built = {
+        "dl/docker": make_image(registry, "dl/docker", tmp_path),
+        "dl/oci": make_image(registry, "dl/oci", tmp_path, oci=True),
+        "dl/list": make_image(registry, "dl/list", tmp_path, platforms=("linux/amd64", "linux/arm64")),
+        "dl/index": make_image(registry, "dl/index", tmp_path, platforms=("linux/amd64", "linux/arm64"), oci=True),
+    }
+    bundle = tmp_path / "bundle"
+    done = []
+    report = fetch([image(registry.host, name) for name in built], bundle, client, on_image_done=done.append)
+
+    assert report.ok and [r.status for r in report.images] == ["ok"] * 4 and len(done) == 4
+    assert report.bytes_fetched == sum(
+        size for b in built.values() for digest, size in b.blobs.items()
+        if digest != b.digest and digest not in b.manifests.values()
+    )
+    for name, expected in built.items():
+        ref = f"{registry.host}/{name}:1.0"
+        tar = bundle / f"images/{registry.host.replace(':', '_')}_{name.replace('/', '_')}_1.0.tar"
+        assert sha256(skopeo("inspect", "--raw", f"oci-archive:{tar}")) == expected.digest
+        copy = tmp_path / name.replace("/", "-")
+        skopeo("copy", "--quiet", "--all", f"oci-archive:{tar}", f"dir:{copy}")
+        assert sha256((copy / "manifest.json").read_bytes()) == expected.digest
+        assert json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}"))["architecture"] == "amd64"
+        entry = entry_for(bundle, ref)
+        assert entry["digest"] == entry["top"]["digest"] == expected.digest and entry["kept"] == "as-is"
+        assert {blob["digest"]: blob["size"] for blob in entry["blobs"]} == expected.blobs
+        assert entry["resolved"] == image(registry.host, name).to_dict()
+        assert entry["file"] == f"images/{tar.name}" and entry["requested_platforms"] is None
+    assert sorted(entry_for(bundle, f"{registry.host}/dl/index:1.0")["platforms"]) == ["linux/amd64", "linux/arm64"]
+    sha256sum_check(bundle)
+    checked = verify(bundle)
+    assert checked.ok and checked.images_checked == 4 and not checked.unlisted
+    assert not (bundle / ".wsm-partial" / "blobs").exists()  # the work area is gone after a clean run
+
+
+def test_one_platform_of_an_index_keeps_that_platform_manifest_and_records_both_digests(registry, tmp_path, client):
+    built = make_image(registry, "dl/one-platform", tmp_path, platforms=("linux/amd64", "linux/arm64"))
+    bundle = tmp_path / "bundle"
+    report = fetch([image(registry.host, "dl/one-platform")], bundle, client, platforms=[ARM64])
+
+    assert report.ok and report.images[0].platforms == ["linux/arm64"]
+    tar = bundle / report.images[0].file
+    assert sha256(skopeo("inspect", "--raw", f"oci-archive:{tar}")) == built.manifests["linux/arm64"]
+    entry = entry_for(bundle, f"{registry.host}/dl/one-platform:1.0")
+    assert entry["digest"] == built.digest  # the upstream index
+    assert entry["top"]["digest"] == built.manifests["linux/arm64"] and entry["kept"] == "platform"
+    assert entry["requested_platforms"] == ["linux/arm64"] and built.digest in entry["note"]
+    assert not any(blob["digest"] == built.digest for blob in entry["blobs"])
+    docker = scan_image_tar(tar).json("manifest.json")[0]
+    assert json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}"))["architecture"] == "arm64"
+    assert docker["RepoTags"] == [f"{registry.host}/dl/one-platform:1.0"]
+
+
+def test_a_subset_of_platforms_gets_an_index_made_by_wsm_and_recorded_as_such(registry, tmp_path, client):
+    platforms = ("linux/amd64", "linux/arm64", "linux/s390x")
+    built = make_image(registry, "dl/subset", tmp_path, platforms=platforms, oci=True)
+    bundle = tmp_path / "bundle"
+    report = fetch([image(registry.host, "dl/subset")], bundle, client, platforms=[S390X, AMD64])
+
+    tar = bundle / report.images[0].file
+    raw = skopeo("inspect", "--raw", f"oci-archive:{tar}")
+    made = json.loads(raw)
+    assert [m["digest"] for m in made["manifests"]] == [built.manifests["linux/amd64"], built.manifests["linux/s390x"]]
+    entry = entry_for(bundle, f"{registry.host}/dl/subset:1.0")
+    assert entry["kept"] == "subset-index" and entry["digest"] == built.digest != entry["top"]["digest"] == sha256(raw)
+    assert f"upstream index {built.digest}" in entry["note"] and "wsm" in entry["note"]
+    assert sorted(entry["platforms"]) == ["linux/amd64", "linux/s390x"]
+    skopeo("copy", "--quiet", "--all", f"oci-archive:{tar}", f"dir:{tmp_path / 'copy'}")
+    assert (tmp_path / "copy" / (built.manifests["linux/s390x"].split(":")[1] + ".manifest.json")).exists()
+    # docker gets linux/amd64 even though s390x was asked for first
+    assert json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}"))["architecture"] == "amd64"
+    verify(bundle)
+
+
+def test_a_platform_the_image_lacks_fails_that_image_in_one_line_naming_what_it_has(registry, tmp_path, client):
+    make_image(registry, "dl/no-s390x", tmp_path, platforms=("linux/amd64", "linux/arm64"))
+    make_image(registry, "dl/has-s390x", tmp_path, platforms=("linux/amd64", "linux/s390x"))
+    bundle = tmp_path / "bundle"
+    report = fetch(
+        [image(registry.host, "dl/no-s390x"), image(registry.host, "dl/has-s390x")], bundle, client,
+        platforms=[S390X],
+    )
+    failed, ok = report.images
+    assert failed.status == "failed" and ok.status == "ok" and not report.ok
+    assert failed.reason == (
+        f"{registry.host}/dl/no-s390x:1.0 has no linux/s390x image; it has linux/amd64, linux/arm64"
+    )
+    assert failed.file is None and not list((bundle / "images").glob("*no-s390x*"))
+
+
+def test_a_single_platform_image_is_kept_as_is_whatever_platforms_are_asked(registry, tmp_path, client):
+    built = make_image(registry, "dl/single", tmp_path)
+    report = fetch([image(registry.host, "dl/single")], tmp_path / "bundle", client, platforms=[ARM64])
+    assert report.ok and report.images[0].platforms == ["linux/amd64"]
+    assert report.images[0].digest == built.digest
+
+
+# --------------------------------------------------------------------------------------------- failures
+
+
+def test_an_unknown_tag_is_reported_and_the_other_images_still_download(registry, tmp_path, client):
+    make_image(registry, "dl/known", tmp_path)
+    bundle = tmp_path / "bundle"
+    wanted = [image(registry.host, "dl/known"), image(registry.host, "dl/known", "no-such-tag")]
+    report = fetch(wanted, bundle, client)
+
+    assert [r.status for r in report.images] == ["ok", "failed"]
+    failure = report.failures[0]
+    assert failure.image == f"{registry.host}/dl/known:no-such-tag" and "not found" in failure.reason
+    assert "\n" not in failure.reason
+    assert lock_of(bundle)["failures"] == [{"kind": "image", "name": failure.image, "reason": failure.reason}]
+    assert report.to_dict()["ok"] is False
+    sha256sum_check(bundle)  # what is there is complete and listed
+    with pytest.raises(BundleError, match="incomplete: the download could not fetch .*no-such-tag"):
+        verify(bundle)
+    assert verify(bundle, allow_incomplete=True).images_checked == 1
+
+
+def test_a_full_disk_stops_the_run_with_one_line(registry, tmp_path):
+    make_image(registry, "dl/big", tmp_path, layer_sizes=(400_000,), incompressible=True)
+    bundle = tmp_path / "bundle"
+    child = run_child(bundle, [f"{registry.host}/dl/big:1.0"], file_size_limit=200_000)
+    assert child.returncode == 1, child.stderr
+    (line,) = child.stderr.strip().splitlines()
+    assert line.startswith("cannot write ") and "larger than this filesystem or limit allows" in line
+    assert not list((bundle / "images").iterdir())
+
+
+def test_a_disk_too_small_for_the_bundle_is_refused_before_fetching(registry, tmp_path, client, monkeypatch):
+    make_image(registry, "dl/roomy", tmp_path, layer_sizes=(50_000,), incompressible=True)
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    with pytest.raises(BundleError, match=r"needs .* but its disk has 1000 B free; free some space"):
+        fetch([image(registry.host, "dl/roomy")], tmp_path / "bundle", client)
+
+
+def test_two_downloads_into_one_bundle_at_once_are_refused(tmp_path, client):
+    bundle = Bundle(tmp_path / "bundle")
+    bundle.prepare()
+    with open(bundle.work / "run.lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(BundleError, match="another wsm download is writing bundle"):
+            fetch([], bundle.root, client)
+
+
+# -------------------------------------------------------------------------------------- reruns, resume
+
+
+def test_a_rerun_skips_complete_images_and_keeps_those_of_earlier_runs(registry, tmp_path):
+    make_image(registry, "dl/stays", tmp_path)
+    make_image(registry, "dl/moves", tmp_path)
+    make_image(registry, "dl/earlier", tmp_path)
+    bundle = tmp_path / "bundle"
+    with FaultProxy(registry.url) as proxy, proxy_client() as client:
+        first = fetch([image(proxy.host, n) for n in ("dl/stays", "dl/moves", "dl/earlier")], bundle, client)
+        assert first.ok
+        moved = make_image(registry, "dl/moves", tmp_path / "again")  # the tag now points elsewhere
+        proxy.reset_counts()
+        second = fetch([image(proxy.host, n) for n in ("dl/stays", "dl/moves")], bundle, client)
+
+    stays, moves = second.images
+    assert stays.status == "skipped" and stays.fetched == 0 and moves.status == "ok"
+    assert proxy.blob_bytes_served == second.bytes_fetched == sum(
+        size for digest, size in moved.blobs.items() if digest != moved.digest
+    )
+    assert second.kept_from_earlier == [f"{proxy.host}/dl/earlier:1.0"]
+    entries = {entry["image"]: entry for entry in lock_of(bundle)["images"]}
+    assert entries[f"{proxy.host}/dl/earlier:1.0"]["in_release"] is False
+    assert (bundle / entries[f"{proxy.host}/dl/earlier:1.0"]["file"]).exists()
+    assert entries[f"{proxy.host}/dl/moves:1.0"]["digest"] == moved.digest
+    sha256sum_check(bundle)
+    assert verify(bundle).images_checked == 3
+
+
+def test_shared_layers_are_fetched_once_per_run(registry, tmp_path):
+    built = make_image(registry, "dl/shared", tmp_path, layer_sizes=(30_000, 40_000), incompressible=True)
+    push_layout(built, f"{registry.host}/dl/shared:same-content")
+    bundle = tmp_path / "bundle"
+    with FaultProxy(registry.url) as proxy, proxy_client() as client:
+        report = fetch([image(proxy.host, "dl/shared"), image(proxy.host, "dl/shared", "same-content")], bundle, client)
+    assert report.ok and len(list((bundle / "images").iterdir())) == 2
+    assert proxy.blob_bytes_served == sum(size for digest, size in built.blobs.items() if digest != built.digest)
+
+
+def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(registry, tmp_path):
+    built = make_image(registry, "dl/flaky", tmp_path, layer_sizes=(300_000, 200_000), incompressible=True)
+    bundle = tmp_path / "bundle"
+    with FaultProxy(registry.url, drop_blob_after=70_000, drops=3, fail_every=4, fail_status=500) as proxy:
+        with proxy_client() as client:
+            report = fetch([image(proxy.host, "dl/flaky")], bundle, client)
+            proxy.fail_status = 429
+            proxy.drops = 2
+            other = fetch([image(proxy.host, "dl/flaky", "1.0")], tmp_path / "other", client)
+    assert report.ok and other.ok, report.failures + other.failures
+    assert any(record.range for record in proxy.records)  # resumed with Range after a drop
+    tar = bundle / report.images[0].file
+    assert sha256(skopeo("inspect", "--raw", f"oci-archive:{tar}")) == built.digest
+    verify(bundle)
+
+
+def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path):
+    names = ("dl/kill-a", "dl/kill-b", "dl/kill-c")
+    built = [make_image(registry, n, tmp_path, layer_sizes=(300_000, 250_000), incompressible=True) for n in names]
+    sizes = [sum(size for digest, size in b.blobs.items() if digest != b.digest) for b in built]
+    total = sum(sizes)
+    bundle = tmp_path / "bundle"
+    with FaultProxy(registry.url) as proxy:
+        refs = [f"{proxy.host}/{n}:1.0" for n in names]
+        # One blob at a time, in order: killed 100 kB into the second image's first layer.
+        child = run_child(bundle, refs, kill_after=sizes[0] + 100_000)
+        assert child.returncode == -9, child.stderr  # SIGKILL: no cleanup ran
+
+        # Nothing looks complete before it is: every tarball there is whole and recorded, no SHA256SUMS.
+        assert not (bundle / "SHA256SUMS").exists()
+        recorded = {entry["file"]: entry for entry in lock_of(bundle)["images"]} if (bundle / "wsm.lock.json").exists() else {}
+        tars = sorted(str(p.relative_to(bundle)) for p in (bundle / "images").glob("*.tar"))
+        assert sorted(recorded) == tars
+        for name in tars:
+            scan = scan_image_tar(bundle / name)
+            assert scan.sha256 == recorded[name]["file_sha256"]
+        work = list((bundle / ".wsm-partial" / "blobs").iterdir())
+        assert any(p.name.endswith(".partial") for p in work)  # killed in the middle of a blob
+        on_disk = sum(p.stat().st_size for p in work)
+        in_tars = sum(b["size"] for e in recorded.values() for b in e["blobs"] if b["mediaType"].find("manifest") < 0)
+        missing = total - on_disk - in_tars
+        assert 0 < missing < total
+
+        proxy.reset_counts()
+        with proxy_client() as client:
+            report = fetch([image(proxy.host, n) for n in names], bundle, client)
+    assert report.ok
+    assert missing <= proxy.blob_bytes_served <= missing + 64 * 1024
+    assert any(record.range for record in proxy.records)  # the partial blob was continued, not restarted
+    assert report.bytes_fetched == proxy.blob_bytes_served
+    sha256sum_check(bundle)
+    assert verify(bundle).images_checked == 3
+
+
+# ------------------------------------------------------------------------------------------------ charts
+
+
+def test_charts_are_copied_byte_for_byte_and_checked_against_their_digest(tmp_path, client):
+    archive = tmp_path / "wandb-0.1.0.tgz"
+    archive.write_bytes(b"\x1f\x8b pretend chart archive" * 100)
+    good = ResolvedChart("wandb", "0.1.0", "https://charts.wandb.ai", "core", archive, sha256(archive.read_bytes()))
+    bad = ResolvedChart("other", "1.0.0", "https://charts.example.com", "core", archive, "sha256:" + "0" * 64)
+    unpackaged = ResolvedChart("local", "2.0.0", "./charts/local", "core")
+    bundle = tmp_path / "bundle"
+    report = fetch([], bundle, client, charts=[good, bad, unpackaged], manifest_text="release: test\n")
+
+    assert [c.status for c in report.charts] == ["ok", "failed", "failed"]
+    assert (bundle / "charts/wandb-0.1.0.tgz").read_bytes() == archive.read_bytes()
+    assert "the resolver recorded sha256:000" in report.charts[1].reason
+    assert "package it" in report.charts[2].reason
+    lock = lock_of(bundle)
+    assert lock["manifest"] == "release: test\n"
+    (chart,) = lock["charts"]
+    assert chart == {**good.to_dict(), "file": "charts/wandb-0.1.0.tgz", "digest": good.digest,
+                     "size": archive.stat().st_size, "in_release": True}
+    again = fetch([], bundle, client, charts=[good])
+    assert again.charts[0].status == "skipped" and again.ok
+    sha256sum_check(bundle)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def proxy_client() -> RegistryClient:
+    options = RegistryOptions(transport=TransportOptions(plain_http=True, retries=6, backoff=0.01, max_backoff=0.05))
+    return RegistryClient(options)
+
+
+def run_child(bundle: Path, refs: list[str], **options) -> subprocess.CompletedProcess:
+    args = {"bundle": str(bundle), "images": refs, **options}
+    return subprocess.run([sys.executable, str(CHILD), json.dumps(args)], capture_output=True, text=True, timeout=120)
+
+
+def tar_members(path: Path) -> list[str]:
+    with tarfile.open(path) as archive:
+        return archive.getnames()

@@ -1,0 +1,73 @@
+"""`load`: put a bundle's images into a local Docker engine (the single-host `docker run wandb/local` install).
+
+The tarballs are streamed to the engine's `/images/load` through the docker SDK; the engine checks every
+layer against the image config's diff_ids itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests
+
+from ._bundle import Bundle, LockedImage, iter_images
+from ._exceptions import BundleError, WsmError
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def load(bundle_dir: Path, *, docker_host: str | None = None, images: Sequence[str] | None = None) -> list[str]:
+    """Load the bundle's images (those of the last download's release, or the ones named in `images`:
+    source reference, familiar name or tarball name) into the Docker engine; return the names loaded."""
+    bundle = Bundle(bundle_dir)
+    lock = bundle.read_lock()
+    if lock is None:
+        raise BundleError(f"{bundle.lock_path} is missing: not a wsm bundle; give the directory wsm download wrote")
+    entries = iter_images(lock, images)
+    if images is None:
+        entries = [entry for entry in entries if entry.in_release]
+    client = connect(docker_host)
+    try:
+        return [name for entry in entries for name in _load_one(client, bundle, entry)]
+    finally:
+        client.close()
+
+
+def connect(docker_host: str | None) -> docker.DockerClient:
+    """A client for the engine at `docker_host` (else DOCKER_HOST, else the default socket) that answers."""
+    where = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        raise WsmError(f"no Docker engine answers at {where}; start dockerd or set DOCKER_HOST") from None
+    return client
+
+
+def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage) -> list[str]:
+    path = bundle.root / entry.file
+    if not path.is_file():
+        raise BundleError(f"{entry.file} is missing from bundle {bundle.root}; run wsm verify")
+    loaded: list[str] = []
+    try:
+        with open(path, "rb") as handle:
+            # The low-level call: the high-level `images.load` ignores an error status of the engine.
+            for event in client.api.load_image(handle, quiet=True):
+                problem = event.get("error") or (event.get("message") if "stream" not in event else None)
+                if problem:
+                    raise WsmError(f"docker refused {entry.file}: {problem.strip()}; run wsm verify on the bundle")
+                stream = event.get("stream", "")
+                for prefix in ("Loaded image: ", "Loaded image ID: "):
+                    if stream.startswith(prefix):
+                        loaded.append(stream[len(prefix) :].strip())
+    except docker.errors.APIError as error:
+        raise WsmError(f"docker refused {entry.file}: {error.explanation or error}; run wsm verify") from None
+    except (docker.errors.DockerException, requests.RequestException) as error:
+        raise WsmError(f"loading {entry.file} into docker failed: {str(error).splitlines()[0]}") from None
+    if not loaded:
+        raise WsmError(f"docker loaded nothing from {entry.file}; run wsm verify on the bundle")
+    return loaded
