@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class TransportOptions:
 
 def make_client(options: TransportOptions, **kwargs) -> httpx.Client:
     """An httpx client honouring the TLS choices; the caller closes it."""
-    verify: bool | str = False if options.insecure else (options.ca_file or True)
+    verify: bool | ssl.SSLContext = False if options.insecure else (_ca_context(options.ca_file) or True)
     return httpx.Client(
         verify=verify,
         timeout=httpx.Timeout(options.timeout, connect=min(options.timeout, 15.0)),
@@ -49,6 +50,17 @@ def make_client(options: TransportOptions, **kwargs) -> httpx.Client:
         follow_redirects=True,
         **kwargs,
     )
+
+
+def _ca_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """Trust only `ca_file` (PEM), the site's CA, as httpx did with `verify=<path>` (now deprecated)."""
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror or error
+        raise RegistryError(f"--ca-file {ca_file}: cannot use it ({reason}); give the CA certificate as PEM") from None
 
 
 def backoff_delay(attempt: int, options: TransportOptions, retry_after: str | None = None) -> float:

@@ -361,11 +361,13 @@ class RegistryClient:
         A retryable status raises `RetryableStatus` for `with_retries`. `body` may be a factory, so that a
         request refused for authentication can be sent again with a fresh stream.
         """
-        url = path if "://" in path else self._url(target, path)
+        url = httpx.URL(path if "://" in path else self._url(target, path))
+        # Merged by hand: httpx would replace an upload URL's own query (its `_state`) with `params`.
+        url = url.copy_merge_params(params) if params else url
         sent = self._auth.header(target.host, target.registry, scopes)
         for _ in range(3):
             request = self._http.build_request(
-                method, url, params=params, content=body() if callable(body) else body,
+                method, url, content=body() if callable(body) else body,
                 headers={**(headers or {}), **({"Authorization": sent} if sent else {})},
             )
             response = self._send(request, target)

@@ -1,0 +1,295 @@
+"""TLS, Basic (htpasswd) and token authentication against real Distribution registries, and every place
+credentials come from: --username, docker config.json, credential helpers, Helm's registry config."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trustme
+from images import build_image, push_layout
+from remote_support import client, isolated_credentials, ref, transport, unique  # noqa: F401
+from servers import Registry
+from tokenserver import TokenServer
+
+from wsm import AuthError, RegistryError
+from wsm._remote import Descriptor, RegistryClient, RegistryOptions, compute_digest
+
+USER, PASSWORD = "bob", "s3cret-Pa55"
+
+
+# -- TLS ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory):
+    ca = trustme.CA()
+    workdir = tmp_path_factory.mktemp("tls")
+    ca_file = workdir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Registry(workdir / "registry", tls=ca) as server:
+        built = build_image(workdir / "image", platforms=("linux/amd64",))
+        push_layout(built, f"{server.host}/acme/tls:1.0")
+        yield server, ca_file, built
+
+
+def test_tls_verified_with_the_site_ca(tls_registry):
+    server, ca_file, built = tls_registry
+    with RegistryClient(RegistryOptions(transport=transport(plain_http=False, ca_file=str(ca_file)))) as c:
+        assert c.get_manifest(ref(server.host, "acme/tls")).digest == built.digest
+
+
+def test_tls_refused_without_the_ca(tls_registry):
+    server, _, _ = tls_registry
+    with RegistryClient(RegistryOptions(transport=transport(plain_http=False))) as c:
+        with pytest.raises(RegistryError) as error:
+            c.get_manifest(ref(server.host, "acme/tls"))
+    message = str(error.value)
+    assert "--ca-file" in message and "--insecure" in message and "\n" not in message
+
+
+def test_tls_insecure_skips_verification(tls_registry):
+    server, _, built = tls_registry
+    with RegistryClient(RegistryOptions(transport=transport(plain_http=False, insecure=True))) as c:
+        assert c.get_manifest(ref(server.host, "acme/tls")).digest == built.digest
+
+
+def test_https_client_against_a_plain_registry_says_plain_http(registry):
+    with RegistryClient(RegistryOptions(transport=transport(plain_http=False, retries=0))) as c:
+        with pytest.raises(RegistryError, match="--plain-http"):
+            c.get_manifest(ref(registry.host, "acme/whatever"))
+
+
+# -- Basic auth (htpasswd) ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("basic")
+    with Registry(workdir / "registry", htpasswd={USER: PASSWORD}) as server:
+        built = build_image(workdir / "image", platforms=("linux/amd64",))
+        push_layout(built, f"{server.host}/acme/private:1.0", creds=f"{USER}:{PASSWORD}")
+        yield server, built
+
+
+def private(server) -> object:
+    return ref(server.host, "acme/private")
+
+
+def write_docker_config(directory: Path, config: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_basic_auth_with_explicit_credentials(basic_registry):
+    server, built = basic_registry
+    with client(username=USER, password=PASSWORD) as c:
+        assert c.get_manifest(private(server)).digest == built.digest
+        data = b"pushed with basic auth"
+        blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
+        c.push_blob(ref(server.host, "acme/pushed"), blob, data)
+        assert c.read_blob(ref(server.host, "acme/pushed"), blob) == data
+
+
+def test_basic_auth_wrong_password_is_an_auth_error_without_the_password(basic_registry, caplog):
+    server, _ = basic_registry
+    caplog.set_level(logging.DEBUG)
+    options = RegistryOptions(transport=transport(), username=USER, password="wrong-Pa55word")
+    assert "wrong-Pa55word" not in repr(options)
+    with RegistryClient(options) as c, pytest.raises(AuthError) as error:
+        c.get_manifest(private(server))
+    message = str(error.value)
+    assert server.host in message and "--username" in message and "docker login" in message
+    assert "wrong-Pa55word" not in message and "wrong-Pa55word" not in caplog.text
+
+
+def test_basic_auth_without_credentials_says_how_to_give_them(basic_registry):
+    server, _ = basic_registry
+    with client() as c, pytest.raises(AuthError) as error:
+        c.head_manifest(private(server))
+    assert "requires credentials" in str(error.value) and server.host in str(error.value)
+
+
+@pytest.mark.parametrize("key_form", ["{host}", "https://{host}", "http://{host}/v2/"])
+def test_credentials_from_docker_config_auths(basic_registry, isolated_credentials, key_form):
+    server, built = basic_registry
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    write_docker_config(isolated_credentials, {"auths": {key_form.format(host=server.host): {"auth": encoded}}})
+    with client() as c:  # found through $DOCKER_CONFIG
+        assert c.get_manifest(private(server)).digest == built.digest
+
+
+def test_credentials_from_an_explicit_docker_config_with_username_and_password(basic_registry, tmp_path):
+    server, built = basic_registry
+    path = write_docker_config(tmp_path / "elsewhere", {"auths": {server.host: {"username": USER, "password": PASSWORD}}})
+    with client(docker_config=path) as c:
+        assert c.get_manifest(private(server)).digest == built.digest
+
+
+def test_explicit_credentials_win_over_docker_config(basic_registry, isolated_credentials):
+    server, _ = basic_registry
+    write_docker_config(isolated_credentials, {"auths": {server.host: {"username": USER, "password": PASSWORD}}})
+    with client(username=USER, password="not-it") as c, pytest.raises(AuthError, match="--username/--password"):
+        c.get_manifest(private(server))
+
+
+def install_helper(directory: Path, host: str, monkeypatch) -> Path:
+    """`docker-credential-test` on PATH: knows `host`, logs what it was asked for."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "docker-credential-test"
+    asked = directory / "asked.log"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 2\n'
+        "read server\n"
+        f'echo "$server" >> {asked}\n'
+        f'if [ "$server" = "{host}" ]; then\n'
+        f'  echo \'{{"ServerURL": "{host}", "Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n'
+        "else\n"
+        "  echo 'credentials not found in native keychain'; exit 1\n"
+        "fi\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+    return asked
+
+
+@pytest.mark.parametrize("setting", ["credHelpers", "credsStore"])
+def test_credentials_from_a_credential_helper(basic_registry, isolated_credentials, tmp_path, monkeypatch, setting):
+    server, built = basic_registry
+    asked = install_helper(tmp_path / "bin", server.host, monkeypatch)
+    config = {"credHelpers": {server.host: "test"}} if setting == "credHelpers" else {"credsStore": "test"}
+    # What `docker login` leaves in auths when a helper holds the secret: an empty entry.
+    write_docker_config(isolated_credentials, {"auths": {server.host: {}}, **config})
+    with client() as c:
+        assert c.get_manifest(private(server)).digest == built.digest
+        assert c.head_manifest(private(server)).digest == built.digest
+    assert asked.read_text().split() == [server.host]  # asked once, for this host
+
+
+def test_credential_helper_that_knows_nothing_means_anonymous(basic_registry, isolated_credentials, tmp_path,
+                                                              monkeypatch):
+    server, _ = basic_registry
+    install_helper(tmp_path / "bin", "some.other.host", monkeypatch)
+    write_docker_config(isolated_credentials, {"credsStore": "test"})
+    with client() as c, pytest.raises(AuthError, match="requires credentials"):
+        c.get_manifest(private(server))
+
+
+def test_credentials_from_helm_registry_config(basic_registry, isolated_credentials, tmp_path, monkeypatch):
+    server, built = basic_registry
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    helm_config = write_docker_config(tmp_path / "helm", {"auths": {server.host: {"auth": encoded}}})
+    with client(helm_registry_config=helm_config) as c:
+        assert c.get_manifest(private(server)).digest == built.digest
+    monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(helm_config))
+    with client() as c:
+        assert c.get_manifest(private(server)).digest == built.digest
+
+
+def test_broken_docker_config_is_a_one_line_error(basic_registry, isolated_credentials):
+    server, _ = basic_registry
+    isolated_credentials.mkdir(parents=True)
+    (isolated_credentials / "config.json").write_text("{not json")
+    with client() as c, pytest.raises(RegistryError) as error:
+        c.get_manifest(private(server))
+    assert "config.json" in str(error.value) and "\n" not in str(error.value)
+
+
+# -- Token auth --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("token")
+    with TokenServer(workdir / "tokens", users={USER: PASSWORD}, refresh_tokens={"identity-123": USER}) as tokens:
+        with Registry(workdir / "registry", token=tokens.registry_config()) as server:
+            built = build_image(workdir / "image", platforms=("linux/amd64", "linux/arm64"))
+            push_layout(built, f"{server.host}/acme/tokened:1.0", creds=f"{USER}:{PASSWORD}")
+            yield server, tokens, built
+
+
+def test_token_auth_anonymous_pull(token_registry):
+    server, tokens, built = token_registry
+    tokens.requests.clear()
+    with client() as c:
+        index = c.get_manifest(ref(server.host, "acme/tokened"))
+        assert index.digest == built.digest
+        for child in index.children():
+            manifest = c.get_manifest(ref(server.host, "acme/tokened").with_digest(child.digest))
+            c.read_blob(ref(server.host, "acme/tokened"), manifest.config())
+    # One token for the repository's pull scope, reused by every later request.
+    assert [(r.account, r.scopes) for r in tokens.requests] == [(None, ["repository:acme/tokened:pull"])]
+
+
+def test_token_auth_push_with_credentials(token_registry, tmp_path):
+    server, tokens, built = token_registry
+    repository = unique("acme/tokenpush")
+    tokens.requests.clear()
+    with client(username=USER, password=PASSWORD) as c:
+        source = ref(server.host, "acme/tokened")
+        destination = ref(server.host, repository)
+        manifest = c.get_manifest(source.with_digest(built.manifests["linux/amd64"]))
+        for blob in [manifest.config(), *manifest.layers()]:
+            c.push_blob(destination, blob, c.read_blob(source, blob))
+        assert c.put_manifest(destination, manifest.raw, manifest.media_type) == manifest.digest
+        assert c.list_tags(destination) == ["1.0"]
+        assert c.mount_blob(ref(server.host, unique("acme/mounted")), manifest.config().digest, repository)
+    assert all(r.account == USER for r in tokens.requests)
+    scopes = [tuple(r.scopes) for r in tokens.requests]
+    assert (f"repository:{repository}:pull,push",) in scopes
+    assert len(scopes) == len(set(scopes))  # cached: one token per scope
+
+
+def test_token_auth_insufficient_scope_fetches_a_wider_token(token_registry):
+    """A request made with a pull token that the registry wants push for: it names the scope, we follow."""
+    server, tokens, _ = token_registry
+    repository = unique("acme/widen")
+    with client(username=USER, password=PASSWORD) as c:
+        tokens.requests.clear()
+        assert c.head_manifest(ref(server.host, repository)) is None  # a pull token, the scheme now known
+        target = c._push_target(ref(server.host, repository))
+        pull_only = (f"repository:{repository}:pull",)
+        response = c._request("POST", target, "blobs/uploads/", pull_only, "test upload")
+        response.close()
+        assert response.status_code == 202
+    assert [r.scopes for r in tokens.requests] == [[f"repository:{repository}:pull"],
+                                                    [f"repository:{repository}:pull,push"]]
+
+
+def test_token_auth_anonymous_push_is_refused(token_registry):
+    server, _, _ = token_registry
+    data = b"anonymous upload"
+    blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
+    with client() as c, pytest.raises(AuthError) as error:
+        c.push_blob(ref(server.host, unique("acme/anon")), blob, data)
+    assert server.host in str(error.value) and "--username" in str(error.value)
+
+
+def test_token_auth_wrong_password(token_registry, caplog):
+    server, _, _ = token_registry
+    caplog.set_level(logging.DEBUG)
+    with client(username=USER, password="Wr0ng-pw") as c, pytest.raises(AuthError) as error:
+        c.get_manifest(ref(server.host, "acme/tokened"))
+    assert server.host in str(error.value) and repr(USER) in str(error.value)
+    assert "Wr0ng-pw" not in str(error.value) and "Wr0ng-pw" not in caplog.text
+
+
+def test_token_auth_with_an_identity_token(token_registry, isolated_credentials):
+    """docker config `identitytoken` is exchanged with an OAuth2 refresh-token grant (POST to the realm)."""
+    server, tokens, _ = token_registry
+    write_docker_config(isolated_credentials, {"auths": {server.host: {"identitytoken": "identity-123"}}})
+    data = b"pushed with an identity token"
+    blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
+    tokens.requests.clear()
+    with client() as c:
+        c.push_blob(ref(server.host, unique("acme/identity")), blob, data)
+    assert tokens.requests and all(r.method == "POST" and r.account == USER for r in tokens.requests)
+
