@@ -28,3 +28,31 @@ def helm_home(tmp_path) -> Path:
     if helm_binary() is None:
         pytest.fail("helm is not installed: run scripts/test-prereqs.sh")
     return tmp_path / "helm-home"
+
+
+@pytest.fixture(scope="session")
+def plain_client():
+    """A wsm RegistryClient (thread-safe) for the plain-HTTP test registries and fault proxies, retrying quickly."""
+    from wsm._http import TransportOptions
+    from wsm._remote import RegistryClient, RegistryOptions
+
+    transport = TransportOptions(plain_http=True, retries=6, backoff=0.01, max_backoff=0.05)
+    with RegistryClient(RegistryOptions(transport=transport)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A dockerd of our own (vfs, no networking); it takes seconds to start, so one per session."""
+    from servers import DockerEngine
+
+    import shutil
+    import tempfile
+
+    # The socket path must stay under the 108-byte limit of unix socket names: keep the directory short.
+    workdir = Path(tempfile.mkdtemp(prefix="wsm-dockerd-"))
+    try:
+        with DockerEngine(workdir) as engine:
+            yield engine
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

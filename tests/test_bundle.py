@@ -16,9 +16,10 @@ from wsm._bundle import (
     image_stem,
     portable_stem,
     read_checksums,
+    verify,
     write_checksums,
 )
-from wsm._exceptions import BundleError
+from wsm._exceptions import BundleError, CorruptBundle
 from wsm._reference import Reference
 
 WINDOWS_REFUSES = set('<>:"/\\|?*@')
@@ -137,3 +138,96 @@ def test_a_malformed_sha256sums_line_is_named(tmp_path):
         read_checksums(tmp_path / "SHA256SUMS")
     with pytest.raises(BundleError, match="rerun wsm download"):
         read_checksums(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------- verify, end to end
+
+
+@pytest.fixture
+def downloaded(registry, tmp_path, plain_client):
+    """A fresh bundle: two images (one multi-platform) and a chart."""
+    from images import make_image
+    from wsm._download import download
+    from wsm._model import ResolvedChart, ResolvedImage
+
+    built = {
+        "verify/one": make_image(registry, "verify/one", tmp_path, layer_sizes=(30_000, 20_000), incompressible=True),
+        "verify/two": make_image(registry, "verify/two", tmp_path, platforms=("linux/amd64", "linux/arm64")),
+    }
+    archive = tmp_path / "chart.tgz"
+    archive.write_bytes(b"chart bytes" * 50)
+    chart = ResolvedChart("app", "1.0.0", "https://charts.example.com", "core", archive)
+    images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "core") for name in built]
+    report = download(images, [chart], tmp_path / "bundle", client=plain_client, platforms=None, progress=False)
+    assert report.ok
+    return tmp_path / "bundle", built
+
+
+def flip_byte(path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_verify_passes_on_a_fresh_bundle_and_counts_what_it_checked(downloaded):
+    root, built = downloaded
+    report = verify(root, progress=False)
+    assert report.ok and report.files_checked == 4 and report.images_checked == 2 and report.charts_checked == 1
+    assert report.blobs_checked == sum(len(b.blobs) for b in built.values())
+    assert report.bytes_checked == sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
+                                       and ".wsm-partial" not in p.parts and p.name != "SHA256SUMS")
+
+
+def test_one_flipped_byte_in_a_tarball_names_the_file_and_the_blob(downloaded):
+    import tarfile
+
+    root, built = downloaded
+    tar = next((root / "images").glob("*verify_one*"))
+    layer = max(built["verify/one"].blobs, key=built["verify/one"].blobs.get)
+    with tarfile.open(tar) as archive:
+        offset = archive.getmember("blobs/sha256/" + layer.split(":")[1]).offset_data + 12_345
+    flip_byte(tar, offset)
+    with pytest.raises(CorruptBundle) as caught:
+        verify(root)
+    message = str(caught.value)
+    assert message.startswith(f"bundle {root}: images/{tar.name} (blob {layer}): content hashes to sha256:")
+    assert "(1 more problem)" in message and "\n" not in message  # the whole-file sum differs too
+    report = caught.value.report
+    assert [(p.file, p.blob) for p in report.problems] == [(f"images/{tar.name}", layer), (f"images/{tar.name}", None)]
+
+
+def test_a_flipped_byte_in_a_tar_header_or_a_chart_names_that_file(downloaded):
+    root, _ = downloaded
+    tar = next((root / "images").glob("*verify_two*"))
+    flip_byte(tar, 0)  # the first member's name: no blob is damaged, the file still is
+    flip_byte(root / "charts/app-1.0.0.tgz", 5)
+    with pytest.raises(CorruptBundle) as caught:
+        verify(root)
+    assert str(caught.value).startswith(f"bundle {root}: charts/app-1.0.0.tgz: sha256 is ")
+    assert [p.file for p in caught.value.report.problems] == ["charts/app-1.0.0.tgz", f"images/{tar.name}"]
+
+
+def test_unlisted_files_are_reported_and_missing_ones_are_errors(downloaded):
+    root, _ = downloaded
+    (root / "images/extra.tar").write_bytes(b"someone put this here")
+    report = verify(root)
+    assert report.ok and report.unlisted == ["images/extra.tar"]  # reported, not an error: it is never pushed
+    (root / "charts/app-1.0.0.tgz").unlink()
+    with pytest.raises(CorruptBundle, match=r"charts/app-1.0.0.tgz is listed in SHA256SUMS but missing") as caught:
+        verify(root)
+    assert caught.value.report.missing == ["charts/app-1.0.0.tgz"]
+    write_checksums(root)  # a SHA256SUMS rewritten without it does not hide it: the lock still lists it
+    with pytest.raises(CorruptBundle, match=r"charts/app-1.0.0.tgz: listed in the lock file but not in SHA256SUMS"):
+        verify(root)
+
+
+def test_a_tarball_replaced_by_another_image_is_caught_against_the_lock(downloaded):
+    root, _ = downloaded
+    one = next((root / "images").glob("*verify_one*"))
+    two = next((root / "images").glob("*verify_two*"))
+    one.write_bytes(two.read_bytes())
+    write_checksums(root)  # even with SHA256SUMS rewritten to match, the lock says what belongs there
+    with pytest.raises(CorruptBundle, match=rf"images/{one.name} \(blob sha256:\w+\): not in the lock file"):
+        verify(root)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,18 @@ from images import make_image, push_layout
 from wsm._bundle import Bundle, verify
 from wsm._download import download
 from wsm._exceptions import BundleError
-from wsm._http import TransportOptions
 from wsm._layout import scan_image_tar
 from wsm._model import ImageSource, Method, ResolvedChart, ResolvedImage
 from wsm._reference import Reference
-from wsm._remote import Platform, RegistryClient, RegistryOptions
+from wsm._remote import Platform
 
 CHILD = Path(__file__).resolve().parent / "download_child.py"
 AMD64, ARM64, S390X = Platform.parse("linux/amd64"), Platform.parse("linux/arm64"), Platform.parse("linux/s390x")
 
 
 @pytest.fixture
-def client():
-    options = RegistryOptions(transport=TransportOptions(plain_http=True, retries=4, backoff=0.01, max_backoff=0.05))
-    with RegistryClient(options) as registry_client:
-        yield registry_client
+def client(plain_client):
+    return plain_client
 
 
 def image(host: str, name: str, tag: str = "1.0") -> ResolvedImage:
@@ -220,12 +216,12 @@ def test_two_downloads_into_one_bundle_at_once_are_refused(tmp_path, client):
 # -------------------------------------------------------------------------------------- reruns, resume
 
 
-def test_a_rerun_skips_complete_images_and_keeps_those_of_earlier_runs(registry, tmp_path):
+def test_a_rerun_skips_complete_images_and_keeps_those_of_earlier_runs(registry, tmp_path, client):
     make_image(registry, "dl/stays", tmp_path)
     make_image(registry, "dl/moves", tmp_path)
     make_image(registry, "dl/earlier", tmp_path)
     bundle = tmp_path / "bundle"
-    with FaultProxy(registry.url) as proxy, proxy_client() as client:
+    with FaultProxy(registry.url) as proxy:
         first = fetch([image(proxy.host, n) for n in ("dl/stays", "dl/moves", "dl/earlier")], bundle, client)
         assert first.ok
         moved = make_image(registry, "dl/moves", tmp_path / "again")  # the tag now points elsewhere
@@ -246,25 +242,24 @@ def test_a_rerun_skips_complete_images_and_keeps_those_of_earlier_runs(registry,
     assert verify(bundle).images_checked == 3
 
 
-def test_shared_layers_are_fetched_once_per_run(registry, tmp_path):
+def test_shared_layers_are_fetched_once_per_run(registry, tmp_path, client):
     built = make_image(registry, "dl/shared", tmp_path, layer_sizes=(30_000, 40_000), incompressible=True)
     push_layout(built, f"{registry.host}/dl/shared:same-content")
     bundle = tmp_path / "bundle"
-    with FaultProxy(registry.url) as proxy, proxy_client() as client:
+    with FaultProxy(registry.url) as proxy:
         report = fetch([image(proxy.host, "dl/shared"), image(proxy.host, "dl/shared", "same-content")], bundle, client)
     assert report.ok and len(list((bundle / "images").iterdir())) == 2
     assert proxy.blob_bytes_served == sum(size for digest, size in built.blobs.items() if digest != built.digest)
 
 
-def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(registry, tmp_path):
+def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(registry, tmp_path, client):
     built = make_image(registry, "dl/flaky", tmp_path, layer_sizes=(300_000, 200_000), incompressible=True)
     bundle = tmp_path / "bundle"
     with FaultProxy(registry.url, drop_blob_after=70_000, drops=3, fail_every=4, fail_status=500) as proxy:
-        with proxy_client() as client:
-            report = fetch([image(proxy.host, "dl/flaky")], bundle, client)
-            proxy.fail_status = 429
-            proxy.drops = 2
-            other = fetch([image(proxy.host, "dl/flaky", "1.0")], tmp_path / "other", client)
+        report = fetch([image(proxy.host, "dl/flaky")], bundle, client)
+        proxy.fail_status = 429
+        proxy.drops = 2
+        other = fetch([image(proxy.host, "dl/flaky", "1.0")], tmp_path / "other", client)
     assert report.ok and other.ok, report.failures + other.failures
     assert any(record.range for record in proxy.records)  # resumed with Range after a drop
     tar = bundle / report.images[0].file
@@ -272,7 +267,7 @@ def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(re
     verify(bundle)
 
 
-def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path):
+def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path, client):
     names = ("dl/kill-a", "dl/kill-b", "dl/kill-c")
     built = [make_image(registry, n, tmp_path, layer_sizes=(300_000, 250_000), incompressible=True) for n in names]
     sizes = [sum(size for digest, size in b.blobs.items() if digest != b.digest) for b in built]
@@ -300,8 +295,7 @@ def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing
         assert 0 < missing < total
 
         proxy.reset_counts()
-        with proxy_client() as client:
-            report = fetch([image(proxy.host, n) for n in names], bundle, client)
+        report = fetch([image(proxy.host, n) for n in names], bundle, client)
     assert report.ok
     assert missing <= proxy.blob_bytes_served <= missing + 64 * 1024
     assert any(record.range for record in proxy.records)  # the partial blob was continued, not restarted
@@ -339,16 +333,7 @@ def test_charts_are_copied_byte_for_byte_and_checked_against_their_digest(tmp_pa
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def proxy_client() -> RegistryClient:
-    options = RegistryOptions(transport=TransportOptions(plain_http=True, retries=6, backoff=0.01, max_backoff=0.05))
-    return RegistryClient(options)
-
-
 def run_child(bundle: Path, refs: list[str], **options) -> subprocess.CompletedProcess:
     args = {"bundle": str(bundle), "images": refs, **options}
     return subprocess.run([sys.executable, str(CHILD), json.dumps(args)], capture_output=True, text=True, timeout=120)
 
-
-def tar_members(path: Path) -> list[str]:
-    with tarfile.open(path) as archive:
-        return archive.getnames()

@@ -469,7 +469,8 @@ def _check_image(path: Path, name: str, expected: str, image: LockedImage, tick)
     try:
         scan = scan_image_tar(path, tick)
     except WsmError as error:
-        return _Outcome(bytes=path.stat().st_size, image=True, problems=[Problem(name, str(error))])
+        detail = str(error).removeprefix(f"{path.name}: ")
+        return _Outcome(bytes=path.stat().st_size, image=True, problems=[Problem(name, detail)])
     outcome = _Outcome(bytes=scan.size, image=True, blobs=len(scan.blobs))
     # Blob problems first: they say which part of the file is damaged, which the whole-file sum cannot.
     outcome.problems += _blob_problems(name, scan, image)
@@ -487,12 +488,12 @@ def _blob_problems(name: str, scan: TarScan, image: LockedImage) -> list[Problem
         if actual != digest:
             problems.append(Problem(name, f"content hashes to {actual}", blob=digest))
         elif digest not in expected:
-            problems.append(Problem(name, "is not in the lock file", blob=digest))
+            problems.append(Problem(name, "not in the lock file", blob=digest))
         elif size != expected[digest]:
-            problems.append(Problem(name, f"is {size} bytes, the lock says {expected[digest]}", blob=digest))
+            problems.append(Problem(name, f"{size} bytes, the lock says {expected[digest]}", blob=digest))
     for digest in expected:
         if digest not in scan.blobs:
-            problems.append(Problem(name, "is missing from the tarball", blob=digest))
+            problems.append(Problem(name, "missing from the tarball", blob=digest))
     return problems
 
 
@@ -515,7 +516,7 @@ def _layout_problems(name: str, scan: TarScan, image: LockedImage) -> list[Probl
 
 def _unlisted_lock_entries(lock: Lock, sums: Mapping[str, str]) -> list[Problem]:
     files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
-    return [Problem(file, "is in the lock file but not in SHA256SUMS") for file in sorted(files) if file not in sums]
+    return [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in sorted(files) if file not in sums]
 
 
 def _raise_for(report: VerifyReport, allow_incomplete: bool) -> None:

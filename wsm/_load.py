@@ -15,14 +15,21 @@ import docker.errors
 import requests
 
 from ._bundle import Bundle, LockedImage, iter_images
-from ._exceptions import BundleError, WsmError
+from ._exceptions import BundleError, CorruptBundle, WsmError
+from ._layout import hash_file
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
-def load(bundle_dir: Path, *, docker_host: str | None = None, images: Sequence[str] | None = None) -> list[str]:
+def load(
+    bundle_dir: Path, *, docker_host: str | None = None, images: Sequence[str] | None = None, check: bool = True
+) -> list[str]:
     """Load the bundle's images (those of the last download's release, or the ones named in `images`:
-    source reference, familiar name or tarball name) into the Docker engine; return the names loaded."""
+    source reference, familiar name or tarball name) into the Docker engine; return the names loaded.
+
+    `check`: hash each tarball against the lock first. Docker checks the layers it imports, but skips the
+    ones it already has, so a damaged tarball could otherwise load without a word.
+    """
     bundle = Bundle(bundle_dir)
     lock = bundle.read_lock()
     if lock is None:
@@ -32,7 +39,7 @@ def load(bundle_dir: Path, *, docker_host: str | None = None, images: Sequence[s
         entries = [entry for entry in entries if entry.in_release]
     client = connect(docker_host)
     try:
-        return [name for entry in entries for name in _load_one(client, bundle, entry)]
+        return [name for entry in entries for name in _load_one(client, bundle, entry, check)]
     finally:
         client.close()
 
@@ -48,10 +55,12 @@ def connect(docker_host: str | None) -> docker.DockerClient:
     return client
 
 
-def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage) -> list[str]:
+def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage, check: bool) -> list[str]:
     path = bundle.root / entry.file
     if not path.is_file():
         raise BundleError(f"{entry.file} is missing from bundle {bundle.root}; run wsm verify")
+    if check and hash_file(path).sha256 != entry.file_sha256:
+        raise CorruptBundle(f"{entry.file} does not match the bundle's lock file: it is damaged; run wsm verify")
     loaded: list[str] = []
     try:
         with open(path, "rb") as handle:
@@ -59,15 +68,21 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage) -
             for event in client.api.load_image(handle, quiet=True):
                 problem = event.get("error") or (event.get("message") if "stream" not in event else None)
                 if problem:
-                    raise WsmError(f"docker refused {entry.file}: {problem.strip()}; run wsm verify on the bundle")
+                    raise WsmError(f"docker refused {entry.file}: {_one_line(problem)}; run wsm verify on the bundle")
                 stream = event.get("stream", "")
                 for prefix in ("Loaded image: ", "Loaded image ID: "):
                     if stream.startswith(prefix):
                         loaded.append(stream[len(prefix) :].strip())
     except docker.errors.APIError as error:
-        raise WsmError(f"docker refused {entry.file}: {error.explanation or error}; run wsm verify") from None
+        raise WsmError(f"docker refused {entry.file}: {_one_line(str(error.explanation or error))}; run wsm verify") from None
     except (docker.errors.DockerException, requests.RequestException) as error:
-        raise WsmError(f"loading {entry.file} into docker failed: {str(error).splitlines()[0]}") from None
+        raise WsmError(f"loading {entry.file} into docker failed: {_one_line(str(error))}") from None
     if not loaded:
         raise WsmError(f"docker loaded nothing from {entry.file}; run wsm verify on the bundle")
     return loaded
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Docker's messages can span lines (a failed layer import quotes a tool's stderr)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
