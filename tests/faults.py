@@ -7,8 +7,9 @@ faults to inject; tests may change them between calls:
   connection is cut (as a flaky link does).
 - `fail_every=k, fail_status=500|429|503`: every k-th request is answered with that status
   (`Retry-After: 0` included) instead of being forwarded.
-- `refuse_monolithic=True`: a PUT carrying a whole blob is answered 413, as a registry behind a proxy with a
-  body-size limit does; chunked PATCH uploads pass.
+- `refuse_monolithic=True`: a PUT carrying a whole blob is answered 413; chunked PATCH uploads pass.
+- `max_body=N`: any request body over N bytes is answered 413 before it is read, and the connection closed,
+  as nginx does with `client_max_body_size` in front of a registry.
 - `corrupt_blobs=True`: blob downloads have one byte changed.
 - `ignore_range=True`: the Range header is dropped, as by servers that always send the whole blob.
 - `tag_page_size=n`: tag lists are paged with `Link` headers, as Docker Hub, Harbor and Distribution 3 do
@@ -57,6 +58,7 @@ class FaultProxy(InProcessServer):
         fail_every: int = 0,
         fail_status: int = 500,
         refuse_monolithic: bool = False,
+        max_body: int | None = None,
         corrupt_blobs: bool = False,
         ignore_range: bool = False,
         tag_page_size: int | None = None,
@@ -67,6 +69,7 @@ class FaultProxy(InProcessServer):
         self.drop_blob_after, self.drops = drop_blob_after, drops
         self.fail_every, self.fail_status = fail_every, fail_status
         self.refuse_monolithic = refuse_monolithic
+        self.max_body = max_body
         self.corrupt_blobs = corrupt_blobs
         self.ignore_range = ignore_range
         self.tag_page_size = tag_page_size
@@ -145,13 +148,14 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         def _handle(self) -> None:
-            body = self._read_body()
             path = urlparse(self.path).path
             record, fail = proxy._next_record(self.command, self.path, self.headers.get("Range"))
+            if self._refused_unread(path):
+                self.close_connection = True  # the body was not read: the connection cannot be reused
+                return self._reply(record, 413, [], b"request entity too large")
+            body = self._read_body()
             if fail:
                 return self._reply(record, proxy.fail_status, [("Retry-After", "0")], b'{"errors":[]}')
-            if proxy.refuse_monolithic and self.command == "PUT" and _UPLOAD.match(path) and body:
-                return self._reply(record, 413, [], b"request entity too large")
             dropped = _HOP_BY_HOP | ({"range"} if proxy.ignore_range else set())
             headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             status, answer_headers, data = proxy.forward(self.command, self.path, headers, body)
@@ -165,6 +169,12 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if cut is not None and cut < len(data):
                 return self._reply(record, status, answer_headers, data, cut=cut, blob=True)
             self._reply(record, status, answer_headers, data, blob=bool(is_blob))
+
+        def _refused_unread(self, path: str) -> bool:
+            length = int(self.headers.get("Content-Length") or 0)
+            if proxy.max_body is not None and length > proxy.max_body:
+                return True
+            return proxy.refuse_monolithic and self.command == "PUT" and bool(_UPLOAD.match(path)) and length > 0
 
         def _read_body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

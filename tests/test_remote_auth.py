@@ -293,3 +293,72 @@ def test_token_auth_with_an_identity_token(token_registry, isolated_credentials)
         c.push_blob(ref(server.host, unique("acme/identity")), blob, data)
     assert tokens.requests and all(r.method == "POST" and r.account == USER for r in tokens.requests)
 
+
+
+def test_parallel_pulls_share_one_token(token_registry, tmp_path):
+    """The client is used from a thread pool: concurrent first requests wait for one token, then share it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, tokens, built = token_registry
+    source = ref(server.host, "acme/tokened")
+    with client() as c:
+        manifests = [c.get_manifest(source.with_digest(digest)) for digest in built.manifests.values()]
+    blobs = [blob for manifest in manifests for blob in [manifest.config(), *manifest.layers()]]
+    tokens.requests.clear()
+    with client() as c:  # a fresh client: all threads meet the 401 challenge at once
+        jobs = list(enumerate(blobs * 3))  # each blob three times, into its own file
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda job: c.fetch_blob(source, job[1], tmp_path / f"{job[0]}.partial"), jobs))
+    assert len(tokens.requests) == 1
+    for number, blob in jobs:
+        assert compute_digest((tmp_path / f"{number}.partial").read_bytes()) == blob.digest
+
+
+# -- Where credentials are looked up (files only, no server) ------------------------------------------------
+
+
+def store(tmp_path: Path, docker: dict | None = None, helm: dict | None = None, **explicit):
+    from wsm._remote._credentials import CredentialStore
+
+    docker_path = write_docker_config(tmp_path / "docker", docker) if docker is not None else tmp_path / "none"
+    helm_path = write_docker_config(tmp_path / "helm", helm) if helm is not None else tmp_path / "none"
+    return CredentialStore(explicit.get("username"), explicit.get("password"), docker_path, helm_path)
+
+
+def test_docker_hub_credentials_under_every_key_docker_uses(tmp_path):
+    encoded = base64.b64encode(b"hubuser:hubpass").decode()
+    for key in ("https://index.docker.io/v1/", "docker.io", "index.docker.io", "registry-1.docker.io"):
+        found = store(tmp_path / key.replace("/", "_"), {"auths": {key: {"auth": encoded}}}).lookup("docker.io")
+        assert (found.username, found.password) == ("hubuser", "hubpass")
+    assert store(tmp_path / "other", {"auths": {"quay.io": {"auth": encoded}}}).lookup("docker.io") is None
+
+
+def test_docker_hub_is_asked_of_helpers_as_docker_does(tmp_path, monkeypatch):
+    asked = install_helper(tmp_path / "bin", "https://index.docker.io/v1/", monkeypatch)
+    found = store(tmp_path, {"credsStore": "test"}).lookup("docker.io")
+    assert found.username == USER and asked.read_text().split() == ["https://index.docker.io/v1/"]
+
+
+def test_lookup_order_explicit_auths_helper_helm(tmp_path, monkeypatch):
+    def basic(user: str) -> dict:
+        return {"auth": base64.b64encode(f"{user}:pw".encode()).decode()}
+
+    install_helper(tmp_path / "bin", "reg.example", monkeypatch)  # answers with USER
+    helm = {"auths": {"reg.example": basic("from-helm")}}
+    both = {"auths": {"reg.example": basic("from-auths")}, "credsStore": "test"}
+    assert store(tmp_path / "a", both, helm, username="explicit", password="pw").lookup("reg.example").username \
+        == "explicit"
+    assert store(tmp_path / "b", both, helm).lookup("reg.example").username == "from-auths"
+    assert store(tmp_path / "c", {"credsStore": "test"}, helm).lookup("reg.example").username == USER
+    assert store(tmp_path / "d", {}, helm).lookup("reg.example").username == "from-helm"
+    assert store(tmp_path / "e", {}, {}).lookup("reg.example") is None
+
+
+def test_secrets_stay_out_of_reprs_and_errors(tmp_path):
+    found = store(tmp_path, {"auths": {"reg.example": {"username": "u", "password": "hunter2-secret"}}}).lookup(
+        "reg.example"
+    )
+    assert "hunter2-secret" not in repr(found) and "hunter2-secret" not in found.describe()
+    with pytest.raises(AuthError) as error:
+        store(tmp_path / "bad", {"auths": {"reg.example": {"auth": "bm90LWJhc2U2NC1wYWly"}}}).lookup("reg.example")
+    assert "docker login" in str(error.value)

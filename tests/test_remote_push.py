@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 
 import pytest
@@ -89,6 +90,23 @@ def test_chunked_upload_when_monolithic_is_refused(registry, target, tmp_path):
         assert sum(seen) == size
     with client() as c:
         assert c.read_blob(destination, blob) == blob_file(built, digest).read_bytes()
+
+
+def test_upload_pieces_shrink_behind_a_proxy_body_limit(target):
+    """nginx's client_max_body_size in front of a registry: the PUT and the first pieces get 413, smaller pass."""
+    data = os.urandom(600_000)
+    blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
+    repository = unique("push/limited")
+    with FaultProxy(target.url, max_body=300_000) as proxy, client() as c:
+        seen = []
+        c.push_blob(ref(proxy.host, repository), blob, data, progress=seen.append)
+        assert sum(seen) == len(data)
+        passed = [r for r in proxy.requests_for("PATCH") if r.status == 202]
+        assert len(passed) == 3  # 256 KiB, 256 KiB, the rest
+        assert c.read_blob(ref(target.host, repository), blob) == data
+        with FaultProxy(target.url, max_body=100_000) as tighter, pytest.raises(RegistryError) as error:
+            c.push_blob(ref(tighter.host, repository + "-b"), blob, data)
+        assert "client_max_body_size" in str(error.value)
 
 
 def test_upload_retries_restart_the_session(registry, target, tmp_path):

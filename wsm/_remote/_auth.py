@@ -114,9 +114,15 @@ class Authenticator:
                 self._tokens[(host, scopes)] = self._tokens[(host, wanted)]
         return header
 
-    def refused(self, host: str, registry: str) -> str:
-        """The message for a registry that keeps answering 401 to what we send."""
-        return _refused(host, registry, self._credentials.lookup(registry))
+    def refused(self, host: str, registry: str, what: str) -> str:
+        """The message for a registry that keeps answering 401 to `what` whatever token we send."""
+        credentials = self._credentials.lookup(registry)
+        who = credentials.describe() if credentials else "anonymous access"
+        # Registries such as Docker Hub answer 401, not 404, for a repository that does not exist.
+        return (
+            f"{what}: refused to {who}; check --username/--password or run `docker login {registry}`, "
+            "and check that the repository exists"
+        )
 
     def _basic_header(self, host: str, registry: str, challenge: Challenge) -> str:
         credentials = self._credentials.lookup(registry)

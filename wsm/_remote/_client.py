@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from .._exceptions import AuthError, DigestMismatch, NotFound, RegistryError
-from .._http import TransportOptions, make_client, raise_for_retry, with_retries
+from .._http import RetryableStatus, TransportOptions, make_client, raise_for_retry, with_retries
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
 from ._blobs import CHUNK, PartialDownload, Progress, UploadSource
@@ -29,6 +29,7 @@ MAX_TAG_LIST_BYTES = 64 * 1024 * 1024
 _ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
 # Answers by which a registry says it will not take a blob in one PUT: upload it in PATCH chunks instead.
 _MONOLITHIC_REFUSED = frozenset({405, 411, 413, 501})
+_MIN_CHUNK = 256 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -75,6 +76,7 @@ class RegistryClient:
         self._auth = Authenticator(self._http, options.transport, credentials)
         self._mirrors = {normalize_host(key): _strip_scheme(value) for key, value in options.mirrors.items()}
         self._chunked_hosts: set[str] = set()  # registries seen refusing monolithic uploads
+        self._chunk_sizes: dict[str, int] = {}  # per registry, once a proxy refused larger upload pieces
 
     def close(self) -> None:
         self._http.close()
@@ -187,7 +189,8 @@ class RegistryClient:
     def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path, progress: Progress | None = None) -> None:
         """Download a blob into `dest` (a `.partial` path), resuming what `dest` already holds; verified.
 
-        On a digest mismatch `dest` is deleted and `DigestMismatch` raised.
+        On a digest mismatch `dest` is deleted and `DigestMismatch` raised. `progress(n)` hears bytes as they
+        land in `dest` (a resumed prefix included); when the download has to start over it hears a negative n.
         """
         target = self._pull_target(ref)
         what = target.what(f"blob {descriptor.digest} of {target.label}")
@@ -259,7 +262,8 @@ class RegistryClient:
             response.close()
             if response.status_code == 201:
                 return True
-            self._cancel_upload(target, response, scopes)  # it opened an upload session instead
+            if response.headers.get("Location"):  # it opened an upload session instead
+                self._cancel_upload(target, _location(response, what), scopes)
             return False
 
         return with_retries(self._transport, what, attempt)
@@ -297,15 +301,32 @@ class RegistryClient:
         if response.status_code in _MONOLITHIC_REFUSED:
             response.close()
             self._chunked_hosts.add(target.host)
+            self._cancel_upload(target, location, scopes)
             return False
         _raise_for_upload_status(response, what)
         response.close()
         return True
 
     def _upload_chunked(self, target: _Target, upload: UploadSource, scopes: tuple[str, ...], what: str) -> None:
-        """POST, then PATCH pieces with Content-Range, then a PUT with the digest and no body."""
+        """Upload in PATCH pieces; pieces too large for a proxy in front of the registry (413) are halved."""
+        while True:
+            chunk_size = self._chunk_sizes.get(target.host, self._options.upload_chunk_size)
+            if self._upload_in_chunks(target, upload, scopes, what, chunk_size):
+                return
+            if chunk_size <= _MIN_CHUNK:
+                raise RegistryError(
+                    f"{what}: the registry refuses even {chunk_size}-byte pieces (413); raise the body size limit "
+                    "of the proxy in front of it (nginx: client_max_body_size)"
+                )
+            self._chunk_sizes[target.host] = max(_MIN_CHUNK, chunk_size // 2)
+            upload.rewind()
+
+    def _upload_in_chunks(
+        self, target: _Target, upload: UploadSource, scopes: tuple[str, ...], what: str, chunk_size: int
+    ) -> bool:
+        """POST, PATCH pieces with Content-Range, PUT with the digest; False if a piece was too large (413)."""
         location, minimum = self._start_upload(target, scopes, what)
-        chunk_size = max(self._options.upload_chunk_size, minimum)
+        chunk_size = max(chunk_size, minimum)
         size = upload.descriptor.size
         for start in range(0, size, chunk_size):
             length = min(chunk_size, size - start)
@@ -318,6 +339,10 @@ class RegistryClient:
                 },
                 body=lambda start=start, length=length: upload.read(start, length),
             )
+            if response.status_code == 413 and chunk_size > minimum:
+                response.close()
+                self._cancel_upload(target, location, scopes)
+                return False
             _raise_for_upload_status(response, what)
             response.close()
             location = _location(response, what)
@@ -325,6 +350,7 @@ class RegistryClient:
                                  headers={"Content-Length": "0"})
         _raise_for_upload_status(response, what)
         response.close()
+        return True
 
     def _start_upload(self, target: _Target, scopes: tuple[str, ...], what: str) -> tuple[str, int]:
         """Open an upload session: its URL, and the smallest chunk the registry accepts."""
@@ -334,12 +360,11 @@ class RegistryClient:
         minimum = response.headers.get("OCI-Chunk-Min-Length", "0")
         return _location(response, what), int(minimum) if minimum.isdigit() else 0
 
-    def _cancel_upload(self, target: _Target, response: httpx.Response, scopes: tuple[str, ...]) -> None:
+    def _cancel_upload(self, target: _Target, location: str, scopes: tuple[str, ...]) -> None:
         """Best effort: an abandoned session would otherwise linger until the registry purges it."""
         try:
-            location = _location(response, "")
             self._request("DELETE", target, location, scopes, "").close()
-        except (RegistryError, httpx.HTTPError):
+        except (RegistryError, RetryableStatus, httpx.HTTPError):
             pass
 
     # -- requests ----------------------------------------------------------------------------------------
@@ -365,7 +390,8 @@ class RegistryClient:
         # Merged by hand: httpx would replace an upload URL's own query (its `_state`) with `params`.
         url = url.copy_merge_params(params) if params else url
         sent = self._auth.header(target.host, target.registry, scopes)
-        for _ in range(3):
+        # At most: anonymous, with a token, with a wider token (after `insufficient_scope`).
+        for attempt in range(3):
             request = self._http.build_request(
                 method, url, content=body() if callable(body) else body,
                 headers={**(headers or {}), **({"Authorization": sent} if sent else {})},
@@ -374,8 +400,9 @@ class RegistryClient:
             if response.status_code != 401:
                 return raise_for_retry(response)
             response.close()
-            sent = self._auth.answer(target.host, target.registry, scopes, response, sent)
-        raise AuthError(self._auth.refused(target.host, target.registry))
+            if attempt < 2:
+                sent = self._auth.answer(target.host, target.registry, scopes, response, sent)
+        raise AuthError(self._auth.refused(target.host, target.registry, what))
 
     def _send(self, request: httpx.Request, target: _Target) -> httpx.Response:
         try:
