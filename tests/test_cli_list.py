@@ -60,6 +60,9 @@ def test_why_explains_an_image():
     assert result.returncode == 0
     assert "docker.io/wandb/local:0.62.2 (group W&B) is needed by:" in result.stdout
     assert "chart operator-wandb/weave, values path weave.image (repository shape), found by values" in result.stdout
+    short = wsm("list", "--why", "redis")  # unique by its last path component
+    assert short.stdout.startswith("docker.io/bitnami/redis:7.2.4-debian-12-r9 (group W&B)")
+    assert "values path redis.image (registry shape)" in short.stdout
     missing = wsm("list", "--why", "nginx:1")
     assert missing.returncode == 1 and "is not an image of this release" in missing.stderr
 

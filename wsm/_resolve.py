@@ -42,13 +42,20 @@ class Resolution:
     from_lock: bool = False
 
     def image(self, text: str) -> ResolvedImage | None:
-        """The image matching `text` (any form: familiar, canonical, or without tag when unambiguous)."""
+        """The image `text` names: exactly, or (without a tag) by name or last path component when unique."""
         wanted = Reference.parse(text)
         exact = [i for i in self.images if i.reference == wanted]
         if exact:
             return exact[0]
+        if any(mark in text.rsplit("/", 1)[-1] for mark in ":@"):
+            return None
         same_name = [i for i in self.images if i.reference.name == wanted.name]
-        return same_name[0] if len(same_name) == 1 and ":" not in text.rsplit("/", 1)[-1] else None
+        short = text.rsplit("/", 1)[-1]
+        same_tail = [i for i in self.images if i.reference.repository.rsplit("/", 1)[-1] == short]
+        for candidates in (same_name, same_tail):
+            if len(candidates) == 1:
+                return candidates[0]
+        return None
 
 
 @dataclass
