@@ -110,6 +110,26 @@ def test_fetch_blob_survives_dropped_connections(registry, big_image, tmp_path):
     assert proxy.blob_bytes_served == layer.size
 
 
+def test_fetch_blob_keeps_going_while_data_moves(registry, big_image, tmp_path):
+    """More cuts than `retries` allows in a row: each cut moved data along, so the download still finishes."""
+    repository, built, layer = big_image
+    dest = tmp_path / "layer.partial"
+    with FaultProxy(registry.url, drop_blob_after=20_000, drops=8) as proxy, client(transport=transport(retries=2)) as c:
+        c.fetch_blob(ref(proxy.host, repository), layer, dest)
+        assert len(proxy.requests_for("GET", layer.digest)) == 9
+    assert dest.read_bytes() == blob_bytes(built, layer.digest)
+
+
+def test_fetch_blob_that_gives_up_keeps_the_partial_file(registry, big_image, tmp_path):
+    repository, built, layer = big_image
+    dest = tmp_path / "layer.partial"
+    dest.write_bytes(blob_bytes(built, layer.digest)[:50_000])
+    with FaultProxy(registry.url, fail_every=1, fail_status=503) as proxy, client(transport=transport(retries=1)) as c:
+        with pytest.raises(RegistryError, match="503"):
+            c.fetch_blob(ref(proxy.host, repository), layer, dest)
+    assert dest.read_bytes() == blob_bytes(built, layer.digest)[:50_000]  # the next run resumes from here
+
+
 @pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "server-ignores-range"])
 def test_fetch_blob_resumes_a_prefix_with_a_range_request(registry, big_image, tmp_path, ignore_range):
     """A prefix left by an earlier run is resumed with `Range`; a server that ignores it sends all again."""

@@ -30,6 +30,7 @@ _ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
 # Answers by which a registry says it will not take a blob in one PUT: upload it in PATCH chunks instead.
 _MONOLITHIC_REFUSED = frozenset({405, 411, 413, 501})
 _MIN_CHUNK = 256 * 1024
+_MAX_RETRY_ROUNDS = 20  # rounds of `TransportOptions.retries` attempts, for a download that keeps progressing
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -196,8 +197,17 @@ class RegistryClient:
         what = target.what(f"blob {descriptor.digest} of {target.label}")
         partial = PartialDownload(dest, descriptor, progress)
         partial.load_prefix()
-        if not partial.complete:
-            with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
+        rounds = 0
+        while not partial.complete:
+            start = partial.offset
+            try:
+                with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
+            except RegistryError:
+                # A link that keeps dropping but moves data along gets a fresh retry budget: a large layer
+                # over a flaky proxy should finish, not fail after a fixed number of cuts.
+                rounds += 1
+                if partial.offset <= start or rounds >= _MAX_RETRY_ROUNDS:
+                    raise  # `dest` keeps what arrived: the next run resumes from there
         partial.finish(what)
 
     def _download(self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str) -> None:
