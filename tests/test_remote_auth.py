@@ -128,7 +128,8 @@ def test_credentials_from_docker_config_auths(basic_registry, isolated_credentia
 
 def test_credentials_from_an_explicit_docker_config_with_username_and_password(basic_registry, tmp_path):
     server, built = basic_registry
-    path = write_docker_config(tmp_path / "elsewhere", {"auths": {server.host: {"username": USER, "password": PASSWORD}}})
+    entry = {"username": USER, "password": PASSWORD}
+    path = write_docker_config(tmp_path / "elsewhere", {"auths": {server.host: entry}})
     with client(docker_config=path) as c:
         assert c.get_manifest(private(server)).digest == built.digest
 

@@ -114,8 +114,9 @@ def test_fetch_blob_keeps_going_while_data_moves(registry, big_image, tmp_path):
     """More cuts than `retries` allows in a row: each cut moved data along, so the download still finishes."""
     repository, built, layer = big_image
     dest = tmp_path / "layer.partial"
-    with FaultProxy(registry.url, drop_blob_after=20_000, drops=8) as proxy, client(transport=transport(retries=2)) as c:
-        c.fetch_blob(ref(proxy.host, repository), layer, dest)
+    with FaultProxy(registry.url, drop_blob_after=20_000, drops=8) as proxy:
+        with client(transport=transport(retries=2)) as c:
+            c.fetch_blob(ref(proxy.host, repository), layer, dest)
         assert len(proxy.requests_for("GET", layer.digest)) == 9
     assert dest.read_bytes() == blob_bytes(built, layer.digest)
 

@@ -193,7 +193,8 @@ def test_charts_pushed_by_helm_and_pulled_by_helm(registry, target, helm_home, t
     archive = tmp_path / "demo-0.1.0.tgz"
     namespace = unique("helmcharts")
     run_helm(helm_home, "push", str(archive), f"oci://{registry.host}/{namespace}")
-    source, destination = ref(registry.host, f"{namespace}/demo", "0.1.0"), ref(target.host, f"{namespace}/demo", "0.1.0")
+    source = ref(registry.host, f"{namespace}/demo", "0.1.0")
+    destination = ref(target.host, f"{namespace}/demo", "0.1.0")
     with client() as c:
         manifest = c.get_manifest(source)
         assert manifest.config().media_type == HELM_CHART_CONFIG

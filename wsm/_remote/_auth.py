@@ -95,7 +95,9 @@ class Authenticator:
             return self._basic_header(host, registry, challenge)
         return self._bearer_header(host, registry, challenge, scopes, stale=None)
 
-    def answer(self, host: str, registry: str, scopes: tuple[str, ...], response: httpx.Response, sent: str | None) -> str:
+    def answer(
+        self, host: str, registry: str, scopes: tuple[str, ...], response: httpx.Response, sent: str | None
+    ) -> str:
         """A new Authorization header after the 401 `response` (to a request that carried `sent`)."""
         challenge = parse_challenge(response)
         if challenge is None:
@@ -117,11 +119,11 @@ class Authenticator:
     def refused(self, host: str, registry: str, what: str) -> str:
         """The message for a registry that keeps answering 401 to `what` whatever token we send."""
         credentials = self._credentials.lookup(registry)
-        who = credentials.describe() if credentials else "anonymous access"
+        who = credentials.describe() if credentials else "no credentials"
         # Registries such as Docker Hub answer 401, not 404, for a repository that does not exist.
         return (
-            f"{what}: refused to {who}; check --username/--password or run `docker login {registry}`, "
-            "and check that the repository exists"
+            f"{what}: access refused with {who}; check --username/--password or run `docker login {registry}`, "
+            "and that the repository exists"
         )
 
     def _basic_header(self, host: str, registry: str, challenge: Challenge) -> str:

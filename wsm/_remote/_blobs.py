@@ -84,7 +84,8 @@ class PartialDownload:
         try:
             out.write(chunk)
         except OSError as error:
-            raise WsmError(f"cannot write {self.dest}: {error.strerror}; free space or pick another directory") from None
+            reason = error.strerror or error
+            raise WsmError(f"cannot write {self.dest}: {reason}; free space or pick another directory") from None
         self.hasher.update(chunk)
         self.offset += len(chunk)
         self.progress(len(chunk))

@@ -143,7 +143,8 @@ def _from_auths(auths: Any, host: str, path: Path) -> Credentials | None:
             continue
         source = f"{path} (auths.{key})"
         if entry.get("identitytoken"):
-            return Credentials(str(entry.get("username") or ""), identity_token=str(entry["identitytoken"]), source=source)
+            username = str(entry.get("username") or "")
+            return Credentials(username, identity_token=str(entry["identitytoken"]), source=source)
         if entry.get("auth"):
             username, password = _decode_auth(str(entry["auth"]), source)
             return Credentials(username, password, source=source)
