@@ -181,3 +181,12 @@ lock:
     assert "added since the lock: docker.io/acme/console:4.5.6" in resolved.stderr
     assert "in the lock but no longer found: docker.io/acme/gone:1.0" in resolved.stderr
     assert "chart platform resolves to 0.3.0, not the locked version" in resolved.stderr
+
+
+def test_closed_pipe_is_not_a_traceback():
+    import os
+
+    # `true` exits at once, so the pipe is closed before wsm (half a second to start) writes to it.
+    result = subprocess.run(f"{sys.executable} -m wsm list | true", shell=True, capture_output=True, text=True,
+                            env=dict(os.environ))
+    assert result.returncode == 0 and result.stderr == ""
