@@ -3,6 +3,7 @@
 Modelled on go-containerregistry's `remote` package; see `_client.py` for the protocol details.
 """
 
+from ._blobs import FileSegment
 from ._client import RegistryClient, RegistryOptions
 from ._credentials import Credentials
 from ._types import (
@@ -39,6 +40,7 @@ __all__ = [
     "OCI_MANIFEST",
     "Credentials",
     "Descriptor",
+    "FileSegment",
     "Manifest",
     "Platform",
     "RegistryClient",

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 from .._exceptions import DigestMismatch, WsmError
 from ._types import Descriptor, hasher_for
@@ -109,15 +111,27 @@ class PartialDownload:
         self.offset = 0
 
 
-class UploadSource:
-    """What a blob is uploaded from (a file or bytes); any range of it can be read again for a retry."""
+@dataclass(frozen=True)
+class FileSegment:
+    """A blob stored inside a larger file (a member of an image tarball): `size` bytes from `offset`."""
 
-    def __init__(self, source: Path | bytes, descriptor: Descriptor, progress: Progress | None) -> None:
+    path: Path
+    offset: int
+    size: int
+
+
+Source = Union[Path, bytes, FileSegment]
+
+
+class UploadSource:
+    """What a blob is uploaded from (a file, a segment of one, or bytes); any range can be read again."""
+
+    def __init__(self, source: Source, descriptor: Descriptor, progress: Progress | None) -> None:
         self.source = source
         self.descriptor = descriptor
         self.progress = progress or _no_progress
         self.sent = 0  # bytes handed to the connection in the current upload session
-        size = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else _file_size(Path(source))
+        size = _source_size(source)
         if size != descriptor.size:
             raise DigestMismatch(
                 f"{_name(source)}: {size} bytes, but blob {descriptor.digest} has {descriptor.size}; "
@@ -138,20 +152,29 @@ class UploadSource:
             yield chunk
 
     def _chunks(self, start: int, end: int) -> Iterator[bytes]:
-        if not isinstance(self.source, (str, os.PathLike)):
+        if isinstance(self.source, (bytes, bytearray, memoryview)):
             data = memoryview(self.source)
             for position in range(start, end, CHUNK):
                 yield bytes(data[position : min(end, position + CHUNK)])
             return
-        with open(self.source, "rb") as handle:
-            handle.seek(start)
+        path, base = (self.source.path, self.source.offset) if isinstance(self.source, FileSegment) else (self.source, 0)
+        with open(path, "rb") as handle:
+            handle.seek(base + start)
             remaining = end - start
             while remaining > 0:
                 block = handle.read(min(CHUNK, remaining))
                 if not block:
-                    raise WsmError(f"{self.source} shrank while it was being uploaded; it must not change")
+                    raise WsmError(f"{_name(self.source)} shrank while it was being uploaded; it must not change")
                 remaining -= len(block)
                 yield block
+
+
+def _source_size(source: Source) -> int:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    if isinstance(source, FileSegment):
+        return source.size
+    return _file_size(Path(source))
 
 
 def _file_size(path: Path) -> int:
@@ -161,5 +184,7 @@ def _file_size(path: Path) -> int:
         raise WsmError(f"cannot read {path}: {error.strerror}") from None
 
 
-def _name(source: Path | bytes) -> str:
+def _name(source: Source) -> str:
+    if isinstance(source, FileSegment):
+        return f"{source.path} (at byte {source.offset})"
     return str(source) if isinstance(source, (str, os.PathLike)) else "the data to upload"
