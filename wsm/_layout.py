@@ -363,3 +363,8 @@ def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> File
             if on_bytes:
                 on_bytes(count)
     return FileDigest(size, hasher.hexdigest())
+
+
+def tar_members(path: Path) -> dict[str, tuple[int, int]]:
+    """{member name: (data offset, size)} of a tarball's regular members, reading headers only."""
+    return {name: (offset, size) for name, offset, size in _member_ranges(path)}

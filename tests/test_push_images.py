@@ -1,0 +1,165 @@
+"""Pushing a bundle's images into an internal registry (Distribution with TLS and htpasswd), checked with skopeo:
+the internal digests equal the upstream ones; a second push sends nothing; an interrupted push completes;
+a tag that exists with another digest fails by default and names both digests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import trustme
+
+from images import make_image
+from servers import Registry
+from wsm._bundle import Bundle
+from wsm._download import download
+from wsm._http import TransportOptions
+from wsm._model import ImageSource, Method, ResolvedImage
+from wsm._push import push_images
+from wsm._reference import Reference
+from wsm._remote import Platform, RegistryClient, RegistryOptions
+from wsm._target import TargetRegistry, plan_targets
+
+USER, PASSWORD = "pusher", "s3cret"
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture
+def internal(tmp_path, ca):
+    with Registry(tmp_path / "internal", tls=ca, htpasswd={USER: PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture
+def internal_client(internal, ca, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    options = RegistryOptions(
+        transport=TransportOptions(ca_file=str(ca_file), retries=3, backoff=0.01), username=USER, password=PASSWORD
+    )
+    with RegistryClient(options) as client:
+        yield client
+
+
+def bundle_of(registry, tmp_path, plain_client, names_and_kwargs, platforms=None):
+    images = []
+    built = {}
+    for name, kwargs in names_and_kwargs:
+        built[name] = make_image(registry, name, tmp_path, **kwargs)
+        source = ImageSource("app", Method.VALUES, f"{name.split('/')[-1]}.image")
+        images.append(ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "g", (source,)))
+    bundle_dir = tmp_path / "bundle"
+    report = download(images, [], bundle_dir, client=plain_client, platforms=platforms, progress=False)
+    assert report.ok, report.failures
+    bundle = Bundle(bundle_dir)
+    return bundle, bundle.read_lock(), built
+
+
+def inspect_digest(reference: str, ca_dir) -> str:
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"--cert-dir={ca_dir}", f"--creds={USER}:{PASSWORD}", f"docker://{reference}"],
+        check=True, capture_output=True,
+    ).stdout
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@pytest.fixture
+def ca_dir(tmp_path, ca):
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    return directory
+
+
+def targets_for(lock, internal, prefix=""):
+    sources = [Reference.parse(image) for image in lock.images]
+    return plan_targets(sources, TargetRegistry.parse(f"{internal.host}/{prefix}" if prefix else internal.host))
+
+
+def test_push_keeps_upstream_digests_and_a_second_push_sends_nothing(
+    registry, internal, internal_client, plain_client, tmp_path, ca_dir
+):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [
+        ("push/docker", {}),
+        ("push/oci", {"oci": True}),
+        ("push/index", {"platforms": ("linux/amd64", "linux/arm64"), "oci": True}),
+    ])
+    targets = targets_for(lock, internal, "harbor-project")
+    first = push_images(bundle, lock, targets, internal_client)
+    assert [job.result for job in first] == ["sent"] * 3, [job.error for job in first]
+    for source, target in targets.items():
+        assert target.canonical == f"{internal.host}/harbor-project/{source.repository}:1.0"
+        assert inspect_digest(target.canonical, ca_dir) == built[source.repository].digest
+    assert sum(job.bytes_sent for job in first) == sum(sum(b.blobs.values()) for b in built.values()) - sum(
+        size for b in built.values() for digest, size in b.blobs.items() if digest in b.manifests.values() or digest == b.digest
+    )
+    second = push_images(bundle, lock, targets, internal_client)
+    assert [job.result for job in second] == ["present"] * 3
+    assert sum(job.bytes_sent for job in second) == 0
+
+
+def test_platform_subset_bundle_pushes_what_was_kept(registry, internal, internal_client, plain_client, tmp_path, ca_dir):
+    bundle, lock, built = bundle_of(
+        registry, tmp_path, plain_client, [("push/multi", {"platforms": ("linux/amd64", "linux/arm64")})],
+        platforms=[Platform.parse("linux/arm64")],
+    )
+    targets = targets_for(lock, internal)
+    assert [job.result for job in push_images(bundle, lock, targets, internal_client)] == ["sent"]
+    target = next(iter(targets.values()))
+    assert inspect_digest(target.canonical, ca_dir) == built["push/multi"].manifests["linux/arm64"]
+
+
+def test_interrupted_push_completes_on_rerun_sending_only_the_rest(
+    registry, internal, internal_client, plain_client, tmp_path
+):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("push/big", {"layer_sizes": (300_000, 400_000, 500_000), "incompressible": True})])
+    targets = targets_for(lock, internal)
+    calls = {"n": 0}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_layer(count):
+        calls["n"] += count
+        if calls["n"] > 350_000:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        push_images(bundle, lock, targets, internal_client, progress=stop_after_first_layer, concurrency=1)
+    rerun = push_images(bundle, lock, targets, internal_client)
+    assert [job.result for job in rerun] == ["sent"]
+    assert rerun[0].blobs_present >= 1 and rerun[0].bytes_sent < sum(built["push/big"].blobs.values())
+
+
+def test_tag_conflict_fails_by_default_and_names_both_digests(
+    registry, internal, internal_client, plain_client, tmp_path
+):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("push/conflict", {})])
+    targets = targets_for(lock, internal)
+    target = next(iter(targets.values()))
+    other = make_image(registry, "push/other", tmp_path)  # something else, then tagged as our target
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"--dest-creds={USER}:{PASSWORD}", f"docker://{registry.host}/push/other:1.0",
+                    f"docker://{target.canonical}"], check=True, capture_output=True)
+    failed = push_images(bundle, lock, targets, internal_client)[0]
+    assert failed.result == "failed"
+    assert other.digest in failed.error and built["push/conflict"].digest in failed.error
+    skipped = push_images(bundle, lock, targets, internal_client, on_existing="skip")[0]
+    assert skipped.result.startswith("skipped")
+    forced = push_images(bundle, lock, targets, internal_client, on_existing="overwrite")[0]
+    assert forced.result == "sent"
+
+
+def test_dry_run_sends_nothing(registry, internal, internal_client, plain_client, tmp_path):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("push/dry", {})])
+    targets = targets_for(lock, internal)
+    jobs = push_images(bundle, lock, targets, internal_client, dry_run=True)
+    assert jobs[0].result == "would send" and jobs[0].bytes_sent > 0
+    assert internal_client.head_manifest(next(iter(targets.values()))) is None
