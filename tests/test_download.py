@@ -98,7 +98,7 @@ def test_every_kind_of_image_becomes_one_tarball_that_skopeo_reads_with_upstream
     sha256sum_check(bundle)
     checked = verify(bundle)
     assert checked.ok and checked.images_checked == 4 and not checked.unlisted
-    assert not (bundle / ".wsm-partial" / "blobs").exists()  # the work area is gone after a clean run
+    assert not (bundle / ".wsm-partial").exists()  # the work area is gone after a clean run
 
 
 def test_one_platform_of_an_index_keeps_that_platform_manifest_and_records_both_digests(registry, tmp_path, client):
@@ -265,6 +265,28 @@ def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(re
     tar = bundle / report.images[0].file
     assert sha256(skopeo("inspect", "--raw", f"oci-archive:{tar}")) == built.digest
     verify(bundle)
+
+
+def test_an_interrupt_stops_the_run_and_a_rerun_finishes_it(registry, tmp_path, client):
+    names = ("dl/ctrl-c-a", "dl/ctrl-c-b", "dl/ctrl-c-c")
+    for name in names:
+        make_image(registry, name, tmp_path, layer_sizes=(100_000,), incompressible=True)
+    bundle = tmp_path / "bundle"
+
+    def press_ctrl_c(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch([image(registry.host, n) for n in names], bundle, client, concurrency=1, on_image_done=press_ctrl_c)
+    assert not (bundle / "SHA256SUMS").exists()
+    finished = [entry["image"] for entry in lock_of(bundle)["images"]]
+    assert len(finished) == 1 and len(list((bundle / "images").glob("*.tar"))) == 1
+    assert not list(bundle.rglob("*.tar.partial"))
+
+    report = fetch([image(registry.host, n) for n in names], bundle, client)
+    assert report.ok and sorted(r.status for r in report.images) == ["ok", "ok", "skipped"]
+    assert next(r for r in report.images if r.status == "skipped").image == finished[0]
+    sha256sum_check(bundle)
 
 
 def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path, client):

@@ -57,6 +57,7 @@ from ._remote import compute_digest
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 _DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 _ATTESTATION = "attestation-manifest"
+AMD64 = Platform("linux", "amd64")
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -457,7 +458,8 @@ class _Run:
         report = DownloadReport(bundle=self.bundle.root)
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
-        self.lock.manifest = manifest_text
+        if manifest_text is not None:  # else the lock keeps the release manifest it had
+            self.lock.manifest = manifest_text
         self.lock.platforms = self.requested
         try:
             report.charts = self._charts(charts)
@@ -616,20 +618,26 @@ class _Run:
         self.stop.set()
 
     def _write(self, plan: _Plan, blobs: list[Future[Path]], store: _BlobStore, result: ImageResult) -> ImageResult:
-        paths = {descriptor.digest: future.result() for descriptor, future in zip(plan.fetch, blobs)}
-        if self.stop.is_set():
-            raise _Stopped()
-        tar_blobs = [TarBlob(digest, len(raw), data=raw) for digest, raw in plan.documents.items()]
-        tar_blobs += [TarBlob(d.digest, d.size, paths[d.digest]) for d in plan.fetch]
-        platforms = self._platforms_of(plan, paths)
-        docker_manifest = self._docker_manifest(plan, platforms)
+        paths: dict[str, Path] = {}
+
+        def arriving() -> Iterator[TarBlob]:
+            """Manifests first, then each blob as soon as it is fetched: copying overlaps fetching."""
+            for digest, raw in plan.documents.items():
+                yield TarBlob(digest, len(raw), data=raw)
+            for descriptor, future in zip(plan.fetch, blobs):
+                paths[descriptor.digest] = future.result()
+                if self.stop.is_set():
+                    raise _Stopped()
+                yield TarBlob(descriptor.digest, descriptor.size, paths[descriptor.digest])
+
         written = write_image_tar(
             self.bundle.root / plan.file,
             reference=plan.reference,
             top=plan.top.to_dict(),
-            image_manifest=json.loads(docker_manifest.raw),
-            blobs=tar_blobs,
+            image_manifest=json.loads(self._docker_manifest(plan).raw),
+            blobs=arriving(),
         )
+        platforms = self._platforms_of(plan, paths)
         entry = LockedImage(
             image=plan.key,
             digest=plan.upstream.digest,
@@ -673,11 +681,13 @@ class _Run:
                 found[manifest.digest] = str(platform)
         return found
 
-    def _docker_manifest(self, plan: _Plan, platforms: dict[str, str]) -> Manifest:
+    def _docker_manifest(self, plan: _Plan) -> Manifest:
         """The one platform `docker load` gets: linux/amd64 when kept, else the first kept."""
         images = plan.image_manifests()
+        entries = {child.digest: child for child in plan.upstream.children()}
         for manifest in images:
-            if platforms.get(manifest.digest) == "linux/amd64":
+            entry = entries.get(manifest.digest)
+            if entry is not None and entry.platform is not None and AMD64.matches(entry.platform):
                 return manifest
         return images[0]
 
@@ -719,8 +729,8 @@ class _Run:
             if not result.ok
         ]
         self._guard_disk(lambda: (self.bundle.write_lock(self.lock), write_checksums(self.bundle.root)))
-        if report.ok:
-            shutil.rmtree(self.bundle.blobs, ignore_errors=True)
+        if report.ok:  # nothing left to resume: the bundle holds only what belongs to it
+            shutil.rmtree(self.bundle.work, ignore_errors=True)
         return sorted(key for key in self.lock.images if key not in asked)
 
 

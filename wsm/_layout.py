@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,36 +111,60 @@ def write_image_tar(
     reference: Reference,
     top: dict[str, Any],
     image_manifest: dict[str, Any],
-    blobs: Sequence[TarBlob],
+    blobs: Iterable[TarBlob],
 ) -> FileDigest:
     """Write the tarball for `reference` to `dest`, atomically: `dest.partial`, fsync, then rename.
 
     `top` is the descriptor index.json points at; `image_manifest` is the parsed platform manifest that
-    manifest.json lists for docker; `blobs` are all the blobs the tarball holds (each once).
+    manifest.json lists for docker; `blobs` are all the blobs the tarball holds. `blobs` may be a generator
+    that waits for each blob to arrive: each is copied in as soon as it is there, in the order given.
     """
-    tmp = partial_path(dest)
-    writer = _TarWriter(tmp)
-    try:
-        writer.add_bytes("oci-layout", OCI_LAYOUT)
-        writer.add_bytes("index.json", index_json(top, reference))
-        writer.add_bytes("manifest.json", docker_manifest_json(image_manifest, reference))
-        writer.add_directory("blobs/")
-        writer.add_directory(BLOBS_DIR)
-        seen: set[str] = set()
+    with ImageTarWriter(dest, reference=reference, top=top, image_manifest=image_manifest) as writer:
         for blob in blobs:
-            if blob.digest in seen:
-                continue
-            seen.add(blob.digest)
-            if blob.data is not None:
-                writer.add_bytes(blob_member(blob.digest), blob.data)
-            else:
-                writer.add_file(blob_member(blob.digest), blob.path, blob.size)
-        result = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    os.replace(tmp, dest)
-    return result
+            writer.add(blob)
+        return writer.commit()
+
+
+class ImageTarWriter:
+    """One image tarball being written: `add` blobs, then `commit`; leaving the `with` block without
+    committing (an exception) deletes the partial file."""
+
+    def __init__(self, dest: Path, *, reference: Reference, top: dict[str, Any], image_manifest: dict[str, Any]):
+        self.dest = dest
+        self._tar = _TarWriter(partial_path(dest))
+        self._seen: set[str] = set()
+        self._committed = False
+        try:
+            self._tar.add_bytes("oci-layout", OCI_LAYOUT)
+            self._tar.add_bytes("index.json", index_json(top, reference))
+            self._tar.add_bytes("manifest.json", docker_manifest_json(image_manifest, reference))
+            self._tar.add_directory("blobs/")
+            self._tar.add_directory(BLOBS_DIR)
+        except BaseException:
+            self._tar.abort()
+            raise
+
+    def add(self, blob: TarBlob) -> None:
+        if blob.digest in self._seen:
+            return
+        self._seen.add(blob.digest)
+        if blob.data is not None:
+            self._tar.add_bytes(blob_member(blob.digest), blob.data)
+        else:
+            self._tar.add_file(blob_member(blob.digest), blob.path, blob.size)
+
+    def commit(self) -> FileDigest:
+        result = self._tar.finish()
+        os.replace(self._tar.path, self.dest)
+        self._committed = True
+        return result
+
+    def __enter__(self) -> ImageTarWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._committed:
+            self._tar.abort()
 
 
 class _TarWriter:

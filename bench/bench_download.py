@@ -1,0 +1,179 @@
+"""Download the same images with wsm and with skopeo from one loopback registry; print times, ratios, and
+wsm's peak memory.
+
+    python3 bench/bench_download.py [--images 4] [--layers-mb 30,20,15,10] [--concurrency 4] [--runs 3]
+
+The images are synthetic (tests/images.py), with incompressible layers so that the bytes on the wire are
+the sizes asked for, pushed into a CNCF Distribution registry on 127.0.0.1 (tests/servers.py). Each tool
+runs as its own process, timed from outside, starting from an empty destination:
+
+- wsm: `download()` of all images into a bundle (one tarball per image, SHA256SUMS, lock file);
+- skopeo to `oci:` (one layout for all images, layers deduplicated) and to `docker-archive:` (one tarball
+  per image; skopeo decompresses the layers for it), one `skopeo copy` per image as a script would loop.
+
+skopeo's blob-info cache (/var/lib/containers/cache) is removed before each skopeo run, or its second run
+would be faster than a first. Everything is on loopback with the registry's storage in the page cache, so
+the figures compare the clients, not the network. The tools take turns, `--runs` times, and the median of
+each is printed (a shared machine's disk and CPUs are noisy), with the CPU time the tool used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from images import build_image, push_layout  # noqa: E402
+from servers import Registry  # noqa: E402
+
+SKOPEO_CACHE = Path("/var/lib/containers/cache")
+
+WSM_CHILD = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from wsm._download import download
+from wsm._http import TransportOptions
+from wsm._model import ResolvedImage
+from wsm._reference import Reference
+from wsm._remote import RegistryClient, RegistryOptions
+refs, bundle, concurrency = json.loads(sys.argv[1])
+images = [ResolvedImage(Reference.parse(ref), "bench") for ref in refs]
+options = RegistryOptions(transport=TransportOptions(plain_http=True), concurrency=concurrency)
+started = time.monotonic()
+with RegistryClient(options) as client:
+    report = download(images, [], Path(bundle), client=client, platforms=None, concurrency=concurrency,
+                      progress=False)
+assert report.ok, report.to_dict()
+seconds = time.monotonic() - started
+# VmHWM is this program's own peak; ru_maxrss would also count the parent's memory this process forked from.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"seconds": seconds, "fetched": report.bytes_fetched, "peak_kib": peak}}))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--layers-mb", default="30,20,15,10", help="layer sizes of each image, in MB")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="turns per tool; medians are printed")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    layer_sizes = tuple(int(float(mb) * 1_000_000) for mb in args.layers_mb.split(","))
+
+    work = Path(tempfile.mkdtemp(prefix="wsm-bench-"))
+    try:
+        with Registry(work / "registry") as registry:
+            refs, total = build_and_push(registry, work, args.images, layer_sizes)
+            print(f"{len(refs)} images x {len(layer_sizes)} layers, {total / 1e6:.0f} MB on the wire, "
+                  f"registry {registry.host}, {os.cpu_count()} CPUs, {args.runs} runs each\n")
+            tools = {
+                "wsm download": lambda: run_wsm(refs, fresh(work / "bundle"), args.concurrency),
+                "wsm download (rerun, all complete)": lambda: run_wsm(refs, work / "bundle", args.concurrency),
+                "skopeo copy -> oci:": lambda: run_skopeo(refs, fresh(work / "oci"), oci_destination),
+                "skopeo copy -> docker-archive:": lambda: run_skopeo(refs, fresh(work / "archives"), archive_destination),
+            }
+            runs: dict[str, list[dict]] = {name: [] for name in tools}
+            for _ in range(args.runs):
+                for name, tool in tools.items():
+                    runs[name].append(tool())
+            report(runs, total)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def fresh(directory: Path) -> Path:
+    shutil.rmtree(directory, ignore_errors=True)
+    return directory
+
+
+def oci_destination(directory: Path, index: int, ref: str) -> str:
+    return f"oci:{directory}:img{index}"
+
+
+def archive_destination(directory: Path, index: int, ref: str) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"docker-archive:{directory / f'image-{index}.tar'}:{ref}"
+
+
+def build_and_push(registry: Registry, work: Path, count: int, layer_sizes: tuple[int, ...]) -> tuple[list[str], int]:
+    refs, total = [], 0
+    for index in range(count):
+        built = build_image(work / f"layout-{index}", "1.0", layer_sizes=layer_sizes, incompressible=True)
+        ref = f"{registry.host}/bench/app{index}:1.0"
+        push_layout(built, ref)
+        shutil.rmtree(built.layout)
+        refs.append(ref)
+        total += sum(size for digest, size in built.blobs.items() if digest != built.digest)
+    return refs, total
+
+
+def timed(argv: list[str]) -> tuple[dict, str]:
+    """Run `argv`; wall time from outside, CPU time (user + system) from wait4."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {err.strip()[-2000:]}")
+    return {"seconds": seconds}, out
+
+
+def run_wsm(refs: list[str], bundle: Path, concurrency: int) -> dict:
+    argv = [sys.executable, "-c", WSM_CHILD.format(root=str(ROOT)), json.dumps([refs, str(bundle), concurrency])]
+    before = os.times()
+    result, out = timed(argv)
+    after = os.times()
+    inner = json.loads(out)
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {**result, "cpu": cpu, "inner": inner["seconds"], "fetched": inner["fetched"], "peak_kib": inner["peak_kib"]}
+
+
+def run_skopeo(refs: list[str], directory: Path, destination) -> dict:
+    shutil.rmtree(SKOPEO_CACHE, ignore_errors=True)
+    before = os.times()
+    started = time.monotonic()
+    for index, ref in enumerate(refs):
+        argv = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                destination(directory, index, ref)]
+        timed(argv)
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"seconds": time.monotonic() - started, "cpu": cpu}
+
+
+def report(runs: dict[str, list[dict]], total: int) -> None:
+    median = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
+    cpu = {name: statistics.median(r["cpu"] for r in results) for name, results in runs.items()}
+    wsm = median["wsm download"]
+    print(f"{'tool':38} {'median s':>9} {'MB/s':>6} {'CPU s':>6} {'vs wsm':>7}   all runs (s)")
+    for name, results in runs.items():
+        rate = f"{total / 1e6 / median[name]:6.0f}" if "rerun" not in name else f"{'-':>6}"
+        every = " ".join(f"{r['seconds']:.2f}" for r in results)
+        print(f"{name:38} {median[name]:9.2f} {rate} {cpu[name]:6.2f} {median[name] / wsm:6.2f}x   {every}")
+    first = runs["wsm download"]
+    inner = statistics.median(r["inner"] for r in first)
+    peak = max(r["peak_kib"] for r in first)
+    print(f"\nwsm: {inner:.2f} s inside download() (the rest is Python start-up and imports), "
+          f"{first[0]['fetched'] / 1e6:.0f} MB fetched, peak RSS {peak / 1024:.0f} MiB")
+    rerun = runs["wsm download (rerun, all complete)"]
+    print(f"wsm rerun: {max(r['fetched'] for r in rerun)} bytes fetched, "
+          f"peak RSS {max(r['peak_kib'] for r in rerun) / 1024:.0f} MiB")
+    print("vs wsm: a tool's median time divided by wsm's (above 1.00x: wsm was faster).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
