@@ -98,3 +98,19 @@ def test_chartmuseum_api_is_detected_and_used(archive):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_oci_chart_push_is_what_helm_pulls(registry, archive, tmp_path, plain_client):
+    from wsm._helmoci import push_chart
+
+    chart = load_chart(archive)
+    repo = f"oci://{registry.host}/published-charts"
+    first = push_chart(plain_client, repo, archive.read_bytes(), chart.metadata)
+    assert first.sent and first.url == f"oci://{registry.host}/published-charts/platform:0.3.0"
+    assert not push_chart(plain_client, repo, archive.read_bytes(), chart.metadata).sent
+    out = tmp_path / "pulled"
+    out.mkdir()
+    run_helm(tmp_path / "helm", "pull", f"{repo}/platform", "--version", "0.3.0", "--plain-http", "--destination", str(out))
+    assert (out / "platform-0.3.0.tgz").read_bytes() == archive.read_bytes()
+    with pytest.raises(ChartError, match="already holds another archive"):
+        push_chart(plain_client, repo, archive.read_bytes() + b"\0", chart.metadata)

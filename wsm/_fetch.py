@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._chart import Chart, chart_from_archive, load_chart
-from ._exceptions import ChartError, NotFound
+from ._exceptions import ChartError
 from ._helmrepo import RepoAuth, fetch_archive, fetch_index, select_entry
 from ._http import TransportOptions
-from ._reference import Reference
-from ._versions import highest_matching, is_exact
+from ._versions import highest_matching
 
 
 @dataclass(frozen=True)
@@ -89,34 +88,13 @@ def _fetch_classic(source: ChartSource, options: FetchOptions) -> Chart:
 
 
 def _fetch_oci(source: ChartSource, options: FetchOptions) -> Chart:
-    from ._remote import HELM_CHART_LAYER, RegistryClient, RegistryOptions
+    from ._helmoci import pull_chart
+    from ._remote import RegistryClient, RegistryOptions
 
-    location = source.oci.removeprefix("oci://").rstrip("/")
-    base = Reference.parse(location + ":latest")
     registry_options = options.registry_options or RegistryOptions(transport=options.transport)
     with RegistryClient(registry_options) as client:
-        tag = _oci_tag(client, base, source)
-        manifest = client.get_manifest(base.with_tag(tag))
-        layers = [layer for layer in manifest.layers() if layer.media_type == HELM_CHART_LAYER]
-        if not layers:
-            raise ChartError(f"{source.oci}:{tag} is not a Helm chart (no {HELM_CHART_LAYER} layer)")
-        data = client.read_blob(base, layers[0])
+        data, tag = pull_chart(client, source.oci, source.version)
     return chart_from_archive(data, f"{source.oci}:{tag}")
-
-
-def _oci_tag(client, base: Reference, source: ChartSource) -> str:
-    """Helm stores version `1.2.3+build` as tag `1.2.3_build`; a range is matched against the tag list."""
-    if source.version and is_exact(source.version):
-        return source.version.replace("+", "_")
-    tags = client.list_tags(base)
-    versions = {tag.replace("_", "+"): tag for tag in tags}
-    try:
-        best = highest_matching(source.version or "*", versions)
-    except ValueError as error:
-        raise ChartError(f"{source.describe()}: not a valid version or range ({error})") from None
-    if best is None:
-        raise NotFound(f"{source.describe()}: no version matches (tags: {', '.join(sorted(tags)[-5:]) or 'none'})")
-    return versions[best]
 
 
 def _satisfies(version: str, constraint: str) -> bool:
