@@ -20,6 +20,7 @@ from . import __version__
 from ._exceptions import ManifestError, ValuesError, WsmError
 from ._fetch import ChartSource, FetchOptions
 from ._helmrepo import RepoAuth
+from ._remote import Platform, RegistryClient, RegistryOptions
 from ._http import TransportOptions
 from ._manifest import ChartEntry, ReleaseManifest, load_manifest
 from ._model import ResolvedImage
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_list(commands)
+    _add_download(commands)
+    _add_verify(commands)
+    _add_load(commands)
+    _add_push(commands)
     return parser
 
 
@@ -80,13 +85,17 @@ def add_release_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--helm", metavar="PATH", help="the helm binary for --render (default: helm on PATH)")
 
 
-def add_transport_options(parser: argparse.ArgumentParser) -> None:
+def add_transport_options(parser: argparse.ArgumentParser, *, credentials: bool = False) -> None:
+    """TLS choices; `credentials`: --username/--password-stdin, offered only where one site is addressed
+    (push), since elsewhere they would be sent to every public registry. Otherwise credentials come from
+    ~/.docker/config.json, credential helpers and Helm's registry config, per host."""
     group = parser.add_argument_group("connection")
     group.add_argument("--ca-file", metavar="PEM", help="trust this CA bundle (a private CA) instead of the system's")
     group.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (say it explicitly)")
     group.add_argument("--plain-http", action="store_true", help="use plain HTTP instead of HTTPS")
-    group.add_argument("--username", metavar="USER", help="user for registries and Helm repositories")
-    group.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    if credentials:
+        group.add_argument("--username", metavar="USER", help="user for the internal registry and Helm repository")
+        group.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
 
 def transport_options(args: argparse.Namespace) -> TransportOptions:
@@ -96,7 +105,7 @@ def transport_options(args: argparse.Namespace) -> TransportOptions:
 
 
 def read_password(args: argparse.Namespace) -> str | None:
-    if not args.password_stdin:
+    if not getattr(args, "password_stdin", False):
         return None
     if not args.username:
         raise WsmError("--password-stdin needs --username")
@@ -106,16 +115,13 @@ def read_password(args: argparse.Namespace) -> str | None:
     return password
 
 
-def fetch_options(args: argparse.Namespace) -> FetchOptions:
-    transport = transport_options(args)
-    password = read_password(args)
-    from ._remote import RegistryOptions
+def registry_options(args: argparse.Namespace, **extra: Any) -> RegistryOptions:
+    return RegistryOptions(transport=transport_options(args), **extra)
 
-    return FetchOptions(
-        transport=transport,
-        repo_auth=RepoAuth(args.username, password),
-        registry_options=RegistryOptions(transport=transport, username=args.username, password=password),
-    )
+
+def fetch_options(args: argparse.Namespace) -> FetchOptions:
+    options = registry_options(args)
+    return FetchOptions(transport=options.transport, registry_options=options)
 
 
 def select_release(args: argparse.Namespace) -> ReleaseManifest:
@@ -225,8 +231,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def parse_platforms(values: list[str] | None) -> list[str]:
-    from ._remote import Platform
-
     return [str(Platform.parse(value)) for value in (values or [DEFAULT_PLATFORM])]
 
 
@@ -296,6 +300,261 @@ def print_data(data: Any, output: str) -> None:
         print(json.dumps(data, indent=2))
     else:
         print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+# --- wsm download ---------------------------------------------------------------------------------------------------
+
+
+def _add_download(commands) -> None:
+    parser = commands.add_parser("download", help="download the release's images and charts into a bundle")
+    add_release_options(parser)
+    add_transport_options(parser)
+    add_bundle_option(parser)
+    platforms = parser.add_mutually_exclusive_group()
+    platforms.add_argument("--platform", action="append", metavar="OS/ARCH", help=f"keep these (default {DEFAULT_PLATFORM})")
+    platforms.add_argument("--all-platforms", action="store_true", help="keep every platform of multi-platform images")
+    parser.add_argument("--concurrency", type=_positive, default=4, metavar="N", help="images fetched at once (default 4)")
+    parser.add_argument("--registry-mirror", action="append", default=[], metavar="SRC=DST",
+                        help="fetch SRC's images from a mirror, e.g. docker.io=artifactory.corp/dockerhub")
+    add_quiet_and_output(parser)
+    parser.set_defaults(handler=run_download)
+
+
+def add_bundle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, default=Path("bundle"), metavar="DIR", help="the bundle (default ./bundle)")
+
+
+def add_quiet_and_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the result")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from ._download import download
+
+    platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
+    release = select_release(args)
+    args.resolve = True  # the bundle needs the charts themselves, not only the lock
+    resolution = resolve(args, release)
+    images = with_locked_images(release, resolution)
+    quiet = args.quiet or args.output == "json"
+    for note in resolution.notes:
+        _say(quiet, f"wsm: note: {note}")
+    options = registry_options(args, mirrors=parse_mirrors(args.registry_mirror), concurrency=args.concurrency)
+    with RegistryClient(options) as client:
+        report = download(
+            images, resolution.charts, args.bundle, client=client, platforms=platforms,
+            concurrency=args.concurrency, progress=not quiet, manifest_text=release.text or None,
+            on_image_done=None if quiet else _tick,
+        )
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        _print_download_summary(report)
+    return 0 if report.ok else 1
+
+
+def with_locked_images(release: ReleaseManifest, resolution: Resolution) -> list[ResolvedImage]:
+    """The resolved images plus any the manifest's lock names that resolving did not find: nothing is dropped."""
+    if release.lock is None:
+        return resolution.images
+    found = {image.reference for image in resolution.images}
+    return resolution.images + [image for image in from_lock(release).images if image.reference not in found]
+
+
+def parse_mirrors(items: list[str]) -> dict[str, str]:
+    mirrors = {}
+    for item in items:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            raise WsmError(f"--registry-mirror {item!r}: expected SRC=DST, e.g. docker.io=artifactory.corp/dockerhub")
+        mirrors[source.strip()] = target.strip().rstrip("/")
+    return mirrors
+
+
+def _tick(result) -> None:
+    from tqdm import tqdm
+
+    mark = "\u2713" if result.ok else "\u2717"
+    detail = result.reason if not result.ok else (result.note or ("already in the bundle" if result.status == "skipped" else ""))
+    tqdm.write(f"{mark} {result.image}" + (f"  ({detail})" if detail else ""), file=sys.stderr)
+
+
+def _print_download_summary(report) -> None:
+    ok = [r for r in report.images if r.ok]
+    print(f"{len(ok)} of {len(report.images)} images and {sum(c.ok for c in report.charts)} of {len(report.charts)} "
+          f"charts in {report.bundle} ({_human(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
+    for failure in report.failures:
+        name = getattr(failure, "image", None) or f"chart {failure.name} {failure.version}"
+        print(f"FAILED {name}: {failure.reason}")
+    if report.failures:
+        print("Run the same command again to retry what failed; what is complete is kept.")
+
+
+def _human(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+# --- wsm verify and wsm load -----------------------------------------------------------------------------------------
+
+
+def _add_verify(commands) -> None:
+    parser = commands.add_parser("verify", help="re-hash every file and blob of a bundle against its lock")
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
+    add_quiet_and_output(parser)
+    parser.set_defaults(handler=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ._bundle import verify
+
+    quiet = args.quiet or args.output == "json"
+    report = verify(args.bundle, progress=not quiet, allow_incomplete=args.allow_incomplete)
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        print(f"\u2713 {args.bundle}: {report.files_checked} files, {report.images_checked} images "
+              f"({report.blobs_checked} blobs), {report.charts_checked} charts, {_human(report.bytes_checked)}: "
+              "every digest matches")
+        for name in report.unlisted:
+            print(f"note: {name} is not part of the bundle's checksums (written after the download)")
+    return 0
+
+
+def _add_load(commands) -> None:
+    parser = commands.add_parser("load", help="load the bundle's images into a local Docker engine")
+    add_bundle_option(parser)
+    parser.add_argument("--docker-host", metavar="URL", help="the engine (default DOCKER_HOST or the local socket)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
+    parser.set_defaults(handler=run_load)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    from ._load import load
+
+    for name in load(args.bundle, docker_host=args.docker_host, images=args.images or None):
+        print(f"\u2713 loaded {name}")
+    return 0
+
+
+# --- wsm push --------------------------------------------------------------------------------------------------------
+
+
+def _add_push(commands) -> None:
+    parser = commands.add_parser("push", help="push a bundle into the site's registry and Helm repository")
+    add_bundle_option(parser)
+    parser.add_argument("--registry", required=True, metavar="HOST[/PREFIX]", help="the internal registry, e.g. registry.corp/wandb")
+    parser.add_argument("--helm-repo", metavar="URL", help="oci://registry.corp/charts or https://charts.corp")
+    parser.add_argument("--helm-repo-type", choices=("auto", "chartmuseum", "put"), default="auto",
+                        help="classic repository protocol (default: detect)")
+    parser.add_argument("--mapping", type=Path, metavar="FILE", help="YAML: source image name -> target name")
+    parser.add_argument("--on-existing", choices=("fail", "skip", "overwrite"), default="fail",
+                        help="a tag that exists with another digest (default fail)")
+    parser.add_argument("--values", action="append", default=[], metavar="[CHART=]FILE",
+                        help="rewrite your own values file in place (comments kept, backup beside it)")
+    parser.add_argument("--site-values", action="append", default=[], metavar="[CHART=]FILE",
+                        help="site keys (host, license, ...) merged into the written values")
+    parser.add_argument("--concurrency", type=_positive, default=4, metavar="N", help="images pushed at once")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be sent; change nothing")
+    add_transport_options(parser, credentials=True)
+    add_quiet_and_output(parser)
+    parser.set_defaults(handler=run_push)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from ._push import PushOptions, release_of, push_release
+    from ._bundle import Bundle
+
+    lock = Bundle(args.bundle).read_lock()
+    release = release_of(lock) if lock else None
+    password = read_password(args)
+    options = PushOptions(
+        registry=args.registry, helm_repo=args.helm_repo, helm_repo_type=args.helm_repo_type, mapping=args.mapping,
+        on_existing=args.on_existing, concurrency=args.concurrency, dry_run=args.dry_run,
+        site_values=_chart_files(args.site_values, release, load=True),
+        user_values_files=_chart_files(args.values, release, load=False),
+        repo_auth=RepoAuth(args.username, password),
+    )
+    quiet = args.quiet or args.output == "json"
+    with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
+            _byte_bar(quiet) as bar:
+        report = push_release(args.bundle, options, client, progress=bar, transport=transport_options(args))
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        _print_push(report)
+    return 1 if report.failures else 0
+
+
+def _chart_files(items: list[str], release: ReleaseManifest | None, *, load: bool) -> dict[str, Any]:
+    if release is None:
+        return {}
+    result: dict[str, Any] = {}
+    for item in items:
+        prefix, path = _split_prefix(item, "=", release)
+        if prefix is None and len(release.charts) != 1:
+            raise ValuesError(f"{item}: name the chart it is for ({'|'.join(release.chart_names)}), e.g. CHART=FILE")
+        name = prefix or release.charts[0].name
+        result[name] = load_values_file(Path(path)) if load else Path(path)
+        if not load and not Path(path).is_file():
+            raise ValuesError(f"values file {path} does not exist")
+    return result
+
+
+class _byte_bar:
+    """A tqdm bytes bar on stderr as a progress callback (silent when quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, desc="pushing", leave=False)
+        return self.bar.update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_push(report) -> None:
+    from ._push import image_totals
+
+    if report.runbook:
+        print(report.runbook)
+    else:
+        for job in report.images:
+            print(f"{job.result:<12} {job.source} -> {job.target} ({_human(job.bytes_sent)})")
+        for chart in report.charts:
+            print(f"{chart.result:<12} chart {chart.name} {chart.version} -> {chart.target}")
+    totals = image_totals(report.images)
+    verb = "would send" if report.dry_run else "sent"
+    print(f"{totals['images']} images: {verb} {_human(totals['bytes_sent'])} in {totals['blobs_sent']} blobs, "
+          f"{totals['blobs_present']} blobs already there, {totals['blobs_mounted']} mounted")
+    for path in report.files:
+        print(f"wrote {path}")
+    for job in report.failures:
+        print(f"FAILED {job.source}: {job.error}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,12 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle, Lock, LockedImage
+from ._bundle import Bundle, Lock, LockedImage, verify, write_atomically
+from ._chart import Chart, chart_from_archive
 from ._exceptions import BundleError, WsmError
+from ._fetch import ChartSource
+from ._helmoci import push_chart
+from ._helmrepo import RepoAuth, publish_chart
+from ._http import TransportOptions
+from ._install import ChartLocation, write_install_files
 from ._layout import blob_member, tar_members
+from ._manifest import ChartEntry, ReleaseManifest, parse_manifest
+from ._model import ResolvedImage
+from ._overrides import image_overrides, rewrite_values_file
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
-from ._runbook import MovedImage
+from ._runbook import MovedChart, MovedImage, runbook
+from ._target import TargetRegistry, load_mapping, plan_targets
+from ._values import Values
 
 ON_EXISTING = ("fail", "skip", "overwrite")
 
@@ -176,3 +187,126 @@ def image_totals(jobs: Sequence[ImagePush]) -> dict[str, int]:
         "blobs_mounted": sum(j.blobs_mounted for j in jobs),
     }
 
+
+
+# --- the whole push: verify, images, charts, install files, runbook ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    registry: str  # registry.corp[/prefix]
+    helm_repo: str | None = None  # oci://... or https://...
+    helm_repo_type: str = "auto"
+    mapping: Path | None = None
+    on_existing: str = "fail"
+    concurrency: int = 4
+    dry_run: bool = False
+    site_values: dict[str, Values] = field(default_factory=dict)  # by chart name
+    user_values_files: dict[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
+    repo_auth: RepoAuth = field(default_factory=RepoAuth)
+
+
+@dataclass
+class PushReport:
+    registry: str
+    helm_repo: str | None
+    images: list[ImagePush]
+    charts: list[MovedChart]
+    files: list[str]
+    runbook: str | None
+    dry_run: bool
+
+    @property
+    def failures(self) -> list[ImagePush]:
+        return [job for job in self.images if job.result == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "registry": self.registry,
+            "helm_repo": self.helm_repo,
+            "dry_run": self.dry_run,
+            "totals": image_totals(self.images),
+            "images": [job.to_dict() for job in self.images],
+            "charts": [chart.__dict__ for chart in self.charts],
+            "files": self.files,
+        }
+
+
+def push_release(
+    bundle_dir: Path, options: PushOptions, client: RegistryClient, *,
+    progress: Callable[[int], None] | None = None, transport: TransportOptions | None = None,
+) -> PushReport:
+    """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
+    verify(bundle_dir)
+    bundle = Bundle(bundle_dir)
+    lock = bundle.read_lock()
+    manifest = release_of(lock)
+    registry = TargetRegistry.parse(options.registry)
+    mapping = load_mapping(options.mapping) if options.mapping else None
+    images = [ResolvedImage.from_dict(e.resolved) for e in lock.images.values() if e.in_release]
+    targets = plan_targets([Reference.parse(e.image) for e in lock.images.values() if e.in_release], registry, mapping)
+    jobs = push_images(bundle, lock, targets, client, on_existing=options.on_existing,
+                       concurrency=options.concurrency, dry_run=options.dry_run, progress=progress)
+    charts, moved, locations = _push_charts(bundle, lock, manifest, options, client, transport or TransportOptions())
+    report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
+    if options.dry_run or not options.helm_repo:
+        return report
+    files = write_install_files(bundle.root, manifest, images, targets, charts, locations, options.site_values)
+    for name, path in options.user_values_files.items():
+        overrides, _ = image_overrides(images, targets, name)
+        if name in charts and "airgapped" in charts[name].values:
+            overrides["airgapped"] = True
+        backup = rewrite_values_file(path, overrides)
+        report.files.append(f"{path} (backup {backup.name})")
+    report.runbook = runbook(manifest, bundle.root, registry.base, locations, files,
+                             [job.moved() for job in jobs], moved)
+    write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + report.files
+    return report
+
+
+RUNBOOK_FILE = "RUNBOOK.md"
+
+
+def release_of(lock: Lock) -> ReleaseManifest:
+    """The release the bundle was made for: its manifest, or (a --chart bundle) one entry per chart."""
+    if lock.manifest:
+        return parse_manifest(lock.manifest, "the bundle's release manifest", base=None)
+    entries = tuple(
+        ChartEntry(name=c.name, group=c.group, source=ChartSource(chart=c.name, version=c.version, repo=c.source),
+                   release=c.release)
+        for c in lock.charts.values() if c.in_release
+    )
+    if not entries:
+        raise BundleError("the bundle holds no chart and no release manifest; download with --manifest or --chart")
+    return ReleaseManifest("", "", entries, (), None, "bundle", "")
+
+
+def _push_charts(
+    bundle: Bundle, lock: Lock, manifest: ReleaseManifest, options: PushOptions, client: RegistryClient,
+    transport: TransportOptions,
+) -> tuple[dict[str, Chart], list[MovedChart], dict[str, ChartLocation]]:
+    charts: dict[str, Chart] = {}
+    moved: list[MovedChart] = []
+    locations: dict[str, ChartLocation] = {}
+    by_name = {c.name: c for c in lock.charts.values() if c.in_release}
+    for entry in manifest.charts:
+        locked = by_name.get(entry.source.chart)
+        if locked is None:
+            raise BundleError(f"the bundle has no chart {entry.source.chart} for {entry.name}; download again")
+        archive = (bundle.root / locked.file).read_bytes()
+        chart = chart_from_archive(archive, locked.file)
+        charts[entry.name] = chart
+        if not options.helm_repo:
+            continue
+        locations[entry.name] = ChartLocation(options.helm_repo, chart.name, chart.version)
+        if options.dry_run:
+            moved.append(MovedChart(chart.name, chart.version, options.helm_repo, "would publish"))
+            continue
+        if options.helm_repo.startswith("oci://"):
+            published = push_chart(client, options.helm_repo, archive, chart.metadata)
+        else:
+            published = publish_chart(options.helm_repo, archive, chart.metadata, transport, options.repo_auth,
+                                      options.helm_repo_type)
+        moved.append(MovedChart(chart.name, chart.version, published.url, "sent" if published.sent else "present"))
+    return charts, moved, locations
