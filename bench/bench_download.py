@@ -82,7 +82,9 @@ def main() -> int:
                 "wsm download": lambda: run_wsm(refs, fresh(work / "bundle"), args.concurrency),
                 "wsm download (rerun, all complete)": lambda: run_wsm(refs, work / "bundle", args.concurrency),
                 "skopeo copy -> oci:": lambda: run_skopeo(refs, fresh(work / "oci"), oci_destination),
-                "skopeo copy -> docker-archive:": lambda: run_skopeo(refs, fresh(work / "archives"), archive_destination),
+                "skopeo copy -> docker-archive:": lambda: run_skopeo(
+                    refs, fresh(work / "archives"), archive_destination
+                ),
             }
             runs: dict[str, list[dict]] = {name: [] for name in tools}
             for _ in range(args.runs):
@@ -122,7 +124,7 @@ def build_and_push(registry: Registry, work: Path, count: int, layer_sizes: tupl
 
 
 def timed(argv: list[str]) -> tuple[dict, str]:
-    """Run `argv`; wall time from outside, CPU time (user + system) from wait4."""
+    """Run `argv` and time it from outside (start-up included, as a user sees it)."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()

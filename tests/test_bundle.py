@@ -114,7 +114,9 @@ def test_sha256sums_is_read_by_sha256sum_and_leaves_out_the_work_area(tmp_path):
     write_checksums(tmp_path)
     sums = read_checksums(bundle.sums_path)
     assert list(sums) == ["charts/c-1.0.tgz", "images/a.tar", "notes with space.txt"]
-    checked = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
+    checked = subprocess.run(
+        ["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 

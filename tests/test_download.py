@@ -38,7 +38,8 @@ def image(host: str, name: str, tag: str = "1.0") -> ResolvedImage:
 
 
 def fetch(images, bundle: Path, client, platforms=None, **kwargs):
-    return download(images, kwargs.pop("charts", []), bundle, client=client, platforms=platforms, progress=False, **kwargs)
+    charts = kwargs.pop("charts", [])
+    return download(images, charts, bundle, client=client, platforms=platforms, progress=False, **kwargs)
 
 
 def skopeo(*args: str) -> bytes:
@@ -138,6 +139,13 @@ def test_a_subset_of_platforms_gets_an_index_made_by_wsm_and_recorded_as_such(re
     # docker gets linux/amd64 even though s390x was asked for first
     assert json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}"))["architecture"] == "amd64"
     verify(bundle)
+
+
+def test_the_progress_bar_counts_bytes_on_stderr_only(registry, tmp_path, client, capfd):
+    make_image(registry, "dl/progress", tmp_path, layer_sizes=(200_000,), incompressible=True)
+    download([image(registry.host, "dl/progress")], [], tmp_path / "bundle", client=client, platforms=None)
+    out, err = capfd.readouterr()
+    assert out == "" and "download" in err and "100%" in err
 
 
 def test_a_platform_the_image_lacks_fails_that_image_in_one_line_naming_what_it_has(registry, tmp_path, client):
@@ -303,7 +311,7 @@ def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing
 
         # Nothing looks complete before it is: every tarball there is whole and recorded, no SHA256SUMS.
         assert not (bundle / "SHA256SUMS").exists()
-        recorded = {entry["file"]: entry for entry in lock_of(bundle)["images"]} if (bundle / "wsm.lock.json").exists() else {}
+        recorded = {entry["file"]: entry for entry in lock_of(bundle)["images"]}  # the first image
         tars = sorted(str(p.relative_to(bundle)) for p in (bundle / "images").glob("*.tar"))
         assert sorted(recorded) == tars
         for name in tars:

@@ -71,7 +71,8 @@ def test_a_damaged_tarball_is_refused_before_docker_sees_it(docker_engine, bundl
     tar.write_bytes(bytes(data))
     with pytest.raises(CorruptBundle) as caught:
         load(copy, docker_host=docker_engine.url, images=[tar.name])
-    assert str(caught.value) == f"images/{tar.name} does not match the bundle's lock file: it is damaged; run wsm verify"
+    expected = f"images/{tar.name} does not match the bundle's lock file: it is damaged; run wsm verify"
+    assert str(caught.value) == expected
 
 
 @pytest.mark.docker

@@ -516,7 +516,8 @@ def _layout_problems(name: str, scan: TarScan, image: LockedImage) -> list[Probl
 
 def _unlisted_lock_entries(lock: Lock, sums: Mapping[str, str]) -> list[Problem]:
     files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
-    return [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in sorted(files) if file not in sums]
+    unlisted = [file for file in sorted(files) if file not in sums]
+    return [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
 
 
 def _raise_for(report: VerifyReport, allow_incomplete: bool) -> None:

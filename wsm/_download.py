@@ -216,7 +216,10 @@ class _Plan:
         return [m for m in self.manifests if not _is_attestation_manifest(m)]
 
     def blob_entries(self) -> list[dict[str, Any]]:
-        entries = [{"digest": d, "size": len(raw), "mediaType": _media_type_of(raw)} for d, raw in self.documents.items()]
+        entries = [
+            {"digest": digest, "size": len(raw), "mediaType": _media_type_of(raw)}
+            for digest, raw in self.documents.items()
+        ]
         entries += [{"digest": d.digest, "size": d.size, "mediaType": d.media_type} for d in self.fetch]
         return entries
 
@@ -439,12 +442,19 @@ def _still_intact(path: Path, descriptor: Descriptor) -> bool:
 
 
 class _Run:
-    def __init__(self, bundle, client, platforms, concurrency, progress, on_image_done):
-        self.bundle: Bundle = bundle
-        self.client: RegistryClient = client
-        self.platforms: Sequence[Platform] | None = platforms
+    def __init__(
+        self,
+        bundle: Bundle,
+        client: RegistryClient,
+        platforms: Sequence[Platform] | None,
+        concurrency: int,
+        progress: bool,
+        on_image_done: Callable[[ImageResult], None] | None,
+    ):
+        self.bundle = bundle
+        self.client = client
         self.requested = platform_names(platforms)
-        self.concurrency: int = concurrency
+        self.concurrency = concurrency
         self.on_image_done = on_image_done
         self.lock: Lock = bundle.read_lock() or Lock()
         self.stop = threading.Event()
@@ -454,7 +464,9 @@ class _Run:
         self._lock_mutex = threading.Lock()
         self._callback_mutex = threading.Lock()
 
-    def execute(self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None):
+    def execute(
+        self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None
+    ) -> DownloadReport:
         report = DownloadReport(bundle=self.bundle.root)
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
@@ -476,7 +488,10 @@ class _Run:
         keys = {chart_key(c.source, c.name, c.version): c for c in charts}
         kept = {key: Path(entry.file).name for key, entry in self.lock.charts.items()}
         names = assign_names([(key, chart_stem(c.name, c.version)) for key, c in keys.items()], kept, ".tgz")
-        return [self._guard_disk(lambda k=key, c=chart: self._chart(k, c, names[k])) for key, chart in keys.items()]
+        results = []
+        for key, chart in keys.items():
+            results.append(self._guard_disk(lambda k=key, c=chart: self._chart(k, c, names[k])))
+        return results
 
     def _chart(self, key: str, chart: ResolvedChart, name: str) -> ChartResult:
         result = ChartResult(chart.name, chart.version, FAILED)
@@ -490,7 +505,9 @@ class _Run:
             return result
         result.digest = "sha256:" + digest.sha256
         if chart.digest and chart.digest.removeprefix("sha256:") != digest.sha256:
-            result.reason = f"chart archive {chart.archive} hashes to {result.digest}, the resolver recorded {chart.digest}"
+            result.reason = (
+                f"chart archive {chart.archive} hashes to {result.digest}, the resolver recorded {chart.digest}"
+            )
             return result
         result.file = f"charts/{name}"
         dest = self.bundle.charts / name
@@ -520,7 +537,8 @@ class _Run:
         image_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wsm-image")
         store = _BlobStore(self.bundle, self.client, blob_pool, self.progress)
         try:
-            planned = list(image_pool.map(lambda image: self._plan(image, f"images/{names[image.reference.canonical]}"), images))
+            files = [f"images/{names[image.reference.canonical]}" for image in images]
+            planned = list(image_pool.map(self._plan, images, files))
             plans = []
             for image, outcome in zip(images, planned):
                 if isinstance(outcome, ImageResult):
@@ -531,10 +549,9 @@ class _Run:
             self._check_space(plans)
             for plan in plans:
                 store.need(plan)
-            assemblies = []
-            for plan in plans:
-                blobs = [store.get(plan.reference, descriptor) for descriptor in plan.fetch]
-                assemblies.append(image_pool.submit(self._assemble, plan, blobs, store))
+            # Each image asks for its blobs when its turn comes: at most `concurrency` images' blobs wait
+            # in the work area for their tarball, not the whole release's.
+            assemblies = [image_pool.submit(self._assemble, plan, store) for plan in plans]
             for plan, future in zip(plans, assemblies):
                 results[plan.key] = future.result()
         except BaseException:
@@ -591,9 +608,12 @@ class _Run:
                 f"{_human(free)} free; free some space or pick another --bundle"
             )
 
-    def _assemble(self, plan: _Plan, blobs: list[Future[Path]], store: _BlobStore) -> ImageResult:
+    def _assemble(self, plan: _Plan, store: _BlobStore) -> ImageResult:
         result = ImageResult(plan.key, FAILED, digest=plan.upstream.digest)
         try:
+            if self.stop.is_set():
+                raise _Stopped()
+            blobs = [store.get(plan.reference, descriptor) for descriptor in plan.fetch]
             result = self._write(plan, blobs, store, result)
         except _Stopped:
             result.reason = "stopped"

@@ -74,7 +74,8 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage, c
                     if stream.startswith(prefix):
                         loaded.append(stream[len(prefix) :].strip())
     except docker.errors.APIError as error:
-        raise WsmError(f"docker refused {entry.file}: {_one_line(str(error.explanation or error))}; run wsm verify") from None
+        detail = _one_line(str(error.explanation or error))
+        raise WsmError(f"docker refused {entry.file}: {detail}; run wsm verify on the bundle") from None
     except (docker.errors.DockerException, requests.RequestException) as error:
         raise WsmError(f"loading {entry.file} into docker failed: {_one_line(str(error))}") from None
     if not loaded:
