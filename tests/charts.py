@@ -120,13 +120,19 @@ def package(chart_dir: Path, dest_dir: Path) -> Path:
     return out
 
 
-def build_platform_chart(workdir: Path, version: str = "0.3.0") -> Path:
-    """The platform chart as a directory under `workdir`; returns its path."""
+def build_platform_chart(workdir: Path, version: str = "0.3.0", *, hardcoded: bool = True) -> Path:
+    """The platform chart as a directory under `workdir`; returns its path.
+
+    `hardcoded=False` leaves out the images written into templates (the CronJob, the init container), for
+    an end-to-end install that must pull from the internal registry only.
+    """
+    svc_deployment = SVC_DEPLOYMENT if hardcoded else SVC_DEPLOYMENT.replace(
+        "      initContainers:\n        - name: wait\n          image: docker.io/library/busybox:1.36\n", "")
     svc = write_chart(
         workdir / "src" / "svc",
         {"apiVersion": "v2", "name": "svc", "version": "1.0.0", "appVersion": "1.0.0"},
         {"component": "svc", "image": {"repository": "acme/svc", "tag": "latest"}},
-        {"deployment.yaml": SVC_DEPLOYMENT},
+        {"deployment.yaml": svc_deployment},
     )
     metrics = write_chart(
         workdir / "src" / "metrics",
@@ -182,7 +188,7 @@ def build_platform_chart(workdir: Path, version: str = "0.3.0") -> Path:
             "redis": {"install": True},
             "tool": {"image": {"repository": "acme/tool", "digest": TOOL_DIGEST}},
         },
-        PLATFORM_TEMPLATES,
+        PLATFORM_TEMPLATES if hardcoded else {"tool.yaml": PLATFORM_TEMPLATES["tool.yaml"]},
     )
     package(svc, platform / "charts")
     package(redis, platform / "charts")
@@ -209,3 +215,30 @@ def malicious_tgz(path: Path, member: str, *, link_target: str | None = None, si
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+OPERATOR_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: {{ .Release.Name }}-controller}
+spec:
+  selector: {matchLabels: {app: controller}}
+  template:
+    metadata: {labels: {app: controller}}
+    spec:
+      containers:
+        - name: manager
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+          env:
+            - {name: AIRGAPPED, value: {{ .Values.airgapped | quote }}}
+"""
+
+
+def build_operator_chart(workdir: Path) -> Path:
+    """An operator chart like W&B's: one controller image and an `airgapped` switch, off by default."""
+    return write_chart(
+        workdir / "operator",
+        {"apiVersion": "v2", "name": "operator", "version": "1.3.8", "appVersion": "1.0.0"},
+        {"image": {"repository": "acme/controller", "tag": "latest"}, "airgapped": False},
+        {"deployment.yaml": OPERATOR_DEPLOYMENT},
+    )

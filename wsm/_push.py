@@ -129,9 +129,10 @@ def _push_image(
         if not manifest.is_index:
             _push_blobs(tar, ranges, manifest, target, client, job, mounts, dry_run, progress)
         if not dry_run:
-            where = target if manifest is top_manifest else target.with_tag(None).with_digest(manifest.digest)
-            client.put_manifest(where.with_digest(None) if manifest is top_manifest else where, manifest.raw,
-                                manifest.media_type)
+            # Children go by digest; the top under the tag (or by digest when the source named none).
+            by_digest = target.with_tag(None).with_digest(manifest.digest)
+            where = target.with_digest(None) if manifest is top_manifest and target.tag else by_digest
+            client.put_manifest(where, manifest.raw, manifest.media_type)
     job.result = "would send" if dry_run else "sent"
 
 

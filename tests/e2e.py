@@ -1,0 +1,163 @@
+"""The whole story offline, as an operator runs it: an "upstream" registry and Helm repository serving a small
+stand-in release -> wsm list -> wsm download -> (the gap) -> wsm verify -> wsm push into an internal registry
+(TLS + htpasswd) and Helm repository (nginx, PUT behind basic auth) -> helm template with the written values.
+
+Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the whole flow offline").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+import yaml
+
+from charts import build_operator_chart, build_platform_chart, package
+from images import make_image
+from servers import HelmRepo, Registry, run_helm
+
+USER, PASSWORD = "site-admin", "s3cret-pw"
+# The stand-in release's images, as the charts name them once the manifest's values pin them.
+IMAGES = {
+    "acme/controller": "1.16.1",
+    "acme/app": "0.62.2",
+    "acme/console": "4.5.6",
+    "bitnami/redis": "7.2.4-debian-12-r9",
+    "oliver006/redis_exporter": "0.15.1",
+    "acme/tool": "1.0",  # pinned by digest in the manifest
+}
+
+MANIFEST = """\
+apiVersion: wsm/v1
+kind: Release
+name: demo
+description: a stand-in release shaped like W&B's (an operator chart, a platform chart installed through a CR)
+charts:
+  - name: operator
+    group: Operator
+    repo: {repo}
+    version: 1.3.8
+    namespace: demo
+    values:
+      image: {{tag: 1.16.1}}
+  - name: platform
+    group: Platform
+    repo: {repo}
+    version: "^0.3"
+    install: operator
+    resource:
+      file: platform-cr.yaml
+      template:
+        apiVersion: apps.example.com/v1
+        kind: Platform
+        metadata: {{name: demo}}
+        spec:
+          values:
+            global: {{host: CHANGE-ME https://demo.example.com}}
+    values:
+      app: {{image: {{tag: 0.62.2}}}}
+      tool: {{image: {{digest: "{tool_digest}"}}}}
+"""
+
+
+@dataclass
+class Flow:
+    workdir: Path
+    log: Callable[[str], None] = print
+    servers: list = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)
+
+    def __enter__(self) -> Flow:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    # -- the connected side ------------------------------------------------------------------------------------
+
+    def upstream(self) -> None:
+        """A registry and a Helm repository standing in for docker.io and the vendor's chart repository."""
+        w = self.workdir
+        self.registry = self._start(Registry(w / "upstream-registry"))
+        self.charts = self._start(HelmRepo(w / "upstream-charts"))
+        self.built = {
+            name: make_image(self.registry, f"dockerhub/{name}", w / "images", tag=tag) for name, tag in IMAGES.items()
+        }
+        for chart_dir in (build_operator_chart(w / "src"), build_platform_chart(w / "src", hardcoded=False)):
+            package(chart_dir, self.charts.root)
+        run_helm(w / "helm", "repo", "index", str(self.charts.root))
+        self.manifest = w / "demo.yaml"
+        self.manifest.write_text(MANIFEST.format(repo=self.charts.url, tool_digest=self.built["acme/tool"].digest))
+        self.log(f"upstream registry {self.registry.url}, Helm repository {self.charts.url}, manifest {self.manifest}")
+
+    def list_images(self) -> list[str]:
+        result = self.wsm("list", "--manifest", str(self.manifest), "-o", "plain")
+        return result.stdout.split()
+
+    def download(self) -> None:
+        mirror = f"docker.io={self.registry.host}/dockerhub"
+        self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
+                 "--registry-mirror", mirror, "--plain-http")
+
+    # -- the offline side --------------------------------------------------------------------------------------
+
+    def internal(self) -> None:
+        w = self.workdir
+        self.ca = trustme.CA()
+        self.ca_file = w / "site-ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.site_registry = self._start(Registry(w / "site-registry", tls=self.ca, htpasswd={USER: PASSWORD}))
+        self.site_charts = self._start(HelmRepo(w / "site-charts", auth=(USER, PASSWORD)))
+        self.log(f"internal registry {self.site_registry.url} (TLS, htpasswd), Helm repository {self.site_charts.url}")
+
+    def verify(self) -> str:
+        return self.wsm("verify", str(self.bundle)).stdout
+
+    def push(self, *extra: str) -> str:
+        return self.wsm(
+            "push", "--bundle", str(self.bundle), "--registry", f"{self.site_registry.host}/site",
+            "--helm-repo", self.site_charts.url, "--ca-file", str(self.ca_file),
+            "--username", USER, "--password-stdin", *extra, stdin=PASSWORD + "\n",
+        ).stdout
+
+    def rendered_images(self) -> dict[str, list[str]]:
+        """`helm template` of each chart from the internal repository with the values wsm wrote."""
+        home = self.workdir / "site-helm"
+        run_helm(home, "repo", "add", "internal", self.site_charts.url)
+        values_dir = self.bundle / "values"
+        cr = yaml.safe_load((values_dir / "platform-cr.yaml").read_text())
+        platform_values = values_dir / "platform-from-cr.yaml"
+        platform_values.write_text(yaml.safe_dump(cr["spec"]["values"]))
+        found = {}
+        for chart, values in (("operator", values_dir / "operator.yaml"), ("platform", platform_values)):
+            output = run_helm(home, "template", "demo", f"internal/{chart}", "-f", str(values)).stdout
+            self.outputs[chart] = output
+            from wsm._render import images_in_manifests
+
+            found[chart] = sorted({image.reference.canonical for image in images_in_manifests(output)})
+        return found
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+
+    @property
+    def bundle(self) -> Path:
+        return self.workdir / "bundle"
+
+    def wsm(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        env = {**os.environ, "WSM_CACHE_DIR": str(self.workdir / "cache"), "DOCKER_CONFIG": str(self.workdir / "docker")}
+        self.log("$ wsm " + " ".join(args))
+        result = subprocess.run([sys.executable, "-m", "wsm", *args], capture_output=True, text=True, input=stdin,
+                                env=env)
+        if result.returncode != 0:
+            raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
+        return result
+
+    def _start(self, server):
+        self.servers.append(server)
+        return server

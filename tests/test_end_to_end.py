@@ -1,0 +1,64 @@
+"""The whole flow offline, with real servers on both sides and real helm and skopeo checking the result."""
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from e2e import IMAGES, Flow
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    with Flow(tmp_path_factory.mktemp("e2e"), log=lambda message: None) as flow:
+        flow.upstream()
+        flow.internal()
+        yield flow
+
+
+def test_list_download_verify_push_install_from_internal_sources_only(flow):
+    listed = flow.list_images()
+    expected = {f"docker.io/{name}:{tag}" for name, tag in IMAGES.items() if name != "acme/tool"}
+    assert expected <= set(listed)
+    assert f"docker.io/acme/tool@{flow.built['acme/tool'].digest}" in listed
+    assert len(listed) == len(IMAGES)
+
+    flow.download()
+    assert "every digest matches" in flow.verify()
+    sums = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=flow.bundle, capture_output=True)
+    assert sums.returncode == 0
+
+    runbook = flow.push()
+    site = f"{flow.site_registry.host}/site"
+    # Every image in the internal registry has its upstream digest.
+    for name, built in flow.built.items():
+        where = f"@{built.digest}" if name == "acme/tool" else f":{IMAGES[name]}"
+        raw = subprocess.run(
+            ["skopeo", "inspect", "--raw", f"--cert-dir={flow.workdir}/certs", "--tls-verify=false",
+             "--creds=site-admin:s3cret-pw", f"docker://{site}/{name}{where}"],
+            check=True, capture_output=True).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == built.digest
+    # helm template with the written values renders internal images only, and the operator is air-gapped.
+    rendered = flow.rendered_images()
+    for chart, images in rendered.items():
+        assert images, chart
+        assert all(image.startswith(site + "/") for image in images), (chart, images)
+    assert f"{site}/acme/controller:1.16.1" in rendered["operator"]
+    assert '{name: AIRGAPPED, value: "true"}' in flow.outputs["operator"]
+    # The runbook's commands are for this bundle and this site.
+    assert f"helm repo add internal {flow.site_charts.url} && helm repo update" in runbook
+    assert "helm upgrade --install operator internal/operator --version 1.3.8 -n demo --create-namespace " \
+           "-f bundle/values/operator.yaml" in runbook
+    assert "kubectl apply -f bundle/values/platform-cr.yaml" in runbook
+    assert "`spec.values.global.host`" in runbook
+    assert (flow.bundle / "RUNBOOK.md").read_text().strip() in runbook
+
+
+def test_second_push_sends_no_blob(flow):
+    if not (flow.bundle / "RUNBOOK.md").exists():
+        pytest.skip("needs the first test's push")
+    report = json.loads(flow.push("-o", "json"))
+    assert report["totals"]["bytes_sent"] == 0 and report["totals"]["blobs_sent"] == 0
+    assert {job["result"] for job in report["images"]} == {"present"}
+    assert {chart["result"] for chart in report["charts"]} == {"present"}
