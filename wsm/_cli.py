@@ -547,6 +547,8 @@ def _print_push(report) -> None:
             print(f"{job.result:<12} {job.source} -> {job.target} ({_human(job.bytes_sent)})")
         for chart in report.charts:
             print(f"{chart.result:<12} chart {chart.name} {chart.version} -> {chart.target}")
+    if not report.helm_repo:
+        print("note: no --helm-repo given: charts were not published and no values or runbook were written")
     totals = image_totals(report.images)
     verb = "would send" if report.dry_run else "sent"
     print(f"{totals['images']} images: {verb} {_human(totals['bytes_sent'])} in {totals['blobs_sent']} blobs, "

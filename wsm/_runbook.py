@@ -43,7 +43,8 @@ def runbook(
     charts: Sequence[MovedChart],
 ) -> str:
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
-    lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.", ""]
+    lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
+              f"Run the commands from the directory that holds `{bundle_dir.name}/`.", ""]
     step = 1
     classic = sorted({loc.repo_url for loc in locations.values() if not loc.is_oci})
     if classic:
