@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._archive import Files, read_directory, read_tgz
 from ._exceptions import ChartError
+from ._yaml import load_mapping
 
 
 @dataclass(frozen=True)
@@ -127,15 +126,7 @@ def _yaml_mapping(files: Files, name: str, origin: str, *, required: bool = Fals
         if required:
             raise ChartError(f"{origin}: no {name}; is this a Helm chart?")
         return {}
-    try:
-        data = yaml.safe_load(files[name])
-    except yaml.YAMLError as error:
-        raise ChartError(f"{origin}/{name}: malformed YAML ({_first_line(error)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ChartError(f"{origin}/{name}: expected a mapping at the top")
-    return data
+    return load_mapping(files[name], f"{origin}/{name}", ChartError)
 
 
 def _dependency(entry: Any, origin: str) -> Dependency:
@@ -150,7 +141,3 @@ def _dependency(entry: Any, origin: str) -> Dependency:
         condition=entry.get("condition"),
         tags=tuple(str(tag) for tag in tags),
     )
-
-
-def _first_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]

@@ -12,12 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._exceptions import InvalidReference, ManifestError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
 from ._reference import Reference
+from ._yaml import load_mapping
 
 API_VERSION = "wsm/v1"
 EMBEDDED = "wandb.yaml"
@@ -121,14 +120,8 @@ def load_manifest(path: Path | None = None) -> ReleaseManifest:
 
 
 def parse_manifest(text: str, origin: str, base: Path | None) -> ReleaseManifest:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ManifestError(f"{origin}: malformed YAML{where} ({getattr(error, 'problem', error)})") from None
     check = _Checker(origin)
-    data = check.mapping(data, "", _TOP_KEYS)
+    data = check.mapping(load_mapping(text, origin, ManifestError), "", _TOP_KEYS)
     if data.get("apiVersion") != API_VERSION:
         check.fail("apiVersion", f"must be {API_VERSION!r}")
     if data.get("kind") != "Release":

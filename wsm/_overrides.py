@@ -18,6 +18,7 @@ from ._exceptions import ValuesError
 from ._model import ImageSource, ResolvedImage, Shape
 from ._reference import Reference
 from ._values import Values, merge, set_path
+from ._yaml import describe
 
 
 def image_overrides(
@@ -82,7 +83,7 @@ def rewrite_values_file(path: Path, overrides: Values) -> Path:
     except FileNotFoundError:
         raise ValuesError(f"values file {path} does not exist") from None
     except YAMLError as error:
-        raise ValuesError(f"values file {path}: malformed YAML ({' '.join(str(error).split())[:200]})") from None
+        raise ValuesError(f"values file {path}: malformed YAML{describe(error)}") from None
     if not isinstance(document, dict):
         raise ValuesError(f"values file {path}: expected a mapping at the top")
     _merge_in_place(document, overrides)

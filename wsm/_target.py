@@ -12,10 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ._exceptions import InvalidReference, WsmError
 from ._reference import Reference
+from ._yaml import load_mapping
 
 
 @dataclass(frozen=True)
@@ -51,12 +50,10 @@ class TargetRegistry:
 def load_mapping(path: Path) -> dict[str, str]:
     """A YAML mapping `source name -> target name`, both `registry/path` without tag."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_mapping(path.read_text(), f"--mapping {path}", WsmError)
     except FileNotFoundError:
         raise WsmError(f"--mapping {path} does not exist") from None
-    except yaml.YAMLError:
-        raise WsmError(f"--mapping {path}: malformed YAML") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise WsmError(f"--mapping {path}: expected a mapping of source image names to target image names")
     return {_name(k, path): _name(v, path) for k, v in data.items()}
 

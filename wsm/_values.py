@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._exceptions import ValuesError
+from ._yaml import load_mapping
 
 Values = dict[str, Any]
 
@@ -56,16 +55,10 @@ def sub_values(parent: Values, key: str, sub_defaults: Values) -> Values:
 
 def load_values_file(path: Path) -> Values:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ValuesError(f"values file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ValuesError(f"values file {path}: malformed YAML ({' '.join(str(error).split())[:200]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValuesError(f"values file {path}: expected a mapping at the top, found {type(data).__name__}")
-    return data
+    return load_mapping(text, f"values file {path}", ValuesError)
 
 
 def user_values(files: Iterable[Path] = (), sets: Iterable[str] = (), set_strings: Iterable[str] = ()) -> Values:
