@@ -165,6 +165,9 @@ def _exclusive(bundle: Bundle) -> Iterator[None]:
             raise BundleError(
                 f"another wsm download is writing bundle {bundle.root}; wait for it or pick another --bundle"
             ) from None
+        except OSError as error:  # a filesystem without locks (some network mounts): go on without one
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise BundleError(f"cannot lock bundle {bundle.root}: {error.strerror}") from None
         yield
 
 
