@@ -65,3 +65,28 @@ ingress:
     assert data["airgapped"] is True
     second = rewrite_values_file(path, {"airgapped": True})
     assert second.name == "site.yaml.bak.1" and backup.read_text() == original
+
+
+def test_target_names_prefix_mapping_and_collisions(tmp_path):
+    import pytest
+
+    from wsm import WsmError
+    from wsm._target import load_mapping
+
+    sources = [Reference.parse("wandb/local:1"), Reference.parse("quay.io/prometheus/prometheus:v2")]
+    targets = plan_targets(sources, TargetRegistry.parse("https://registry.corp:8443/proj/"))
+    assert [t.canonical for t in targets.values()] == [
+        "registry.corp:8443/proj/wandb/local:1", "registry.corp:8443/proj/prometheus/prometheus:v2"]
+    clash = [Reference.parse("docker.io/acme/app:1"), Reference.parse("quay.io/acme/app:2")]
+    with pytest.raises(WsmError, match="docker.io/acme/app and quay.io/acme/app would both be pushed to registry.corp/acme/app"):
+        plan_targets(clash, TargetRegistry.parse("registry.corp"))
+    mapping_file = tmp_path / "mapping.yaml"
+    mapping_file.write_text("# quay's copy gets its own name\nquay.io/acme/app: registry.corp/quay/acme-app\n")
+    mapping = load_mapping(mapping_file)
+    resolved = plan_targets(clash, TargetRegistry.parse("registry.corp"), mapping)
+    assert resolved[clash[1]].canonical == "registry.corp/quay/acme-app:2"
+    mapping_file.write_text("[not, a, mapping]\n")
+    with pytest.raises(WsmError, match="expected a mapping"):
+        load_mapping(mapping_file)
+    with pytest.raises(WsmError, match="does not look like a registry host"):
+        TargetRegistry.parse("corp")

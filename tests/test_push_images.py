@@ -4,7 +4,6 @@ a tag that exists with another digest fails by default and names both digests.""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from ._exceptions import ManifestError, ValuesError, WsmError
+from ._exceptions import ValuesError, WsmError
 from ._fetch import ChartSource, FetchOptions
 from ._helmrepo import RepoAuth
 from ._remote import Platform, RegistryClient, RegistryOptions

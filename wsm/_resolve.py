@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._chart import Chart, Dependency
-from ._discover import Found, Skipped, images_in_annotation, images_in_values
+from ._discover import Found, images_in_annotation, images_in_values
 from ._exceptions import ChartError
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._exceptions import InvalidReference, WsmError
 from ._reference import Reference
-from ._yaml import load_mapping
+from . import _yaml
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TargetRegistry:
 def load_mapping(path: Path) -> dict[str, str]:
     """A YAML mapping `source name -> target name`, both `registry/path` without tag."""
     try:
-        data = load_mapping(path.read_text(), f"--mapping {path}", WsmError)
+        data = _yaml.load_mapping(path.read_text(), f"--mapping {path}", WsmError)
     except FileNotFoundError:
         raise WsmError(f"--mapping {path} does not exist") from None
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):

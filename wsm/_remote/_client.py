@@ -20,7 +20,7 @@ from .._exceptions import AuthError, DigestMismatch, NotFound, RegistryError
 from .._http import RetryableStatus, TransportOptions, make_client, raise_for_retry, with_retries
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
-from ._blobs import CHUNK, FileSegment, PartialDownload, Progress, Source, UploadSource
+from ._blobs import CHUNK, PartialDownload, Progress, Source, UploadSource
 from ._credentials import CredentialStore, normalize_host
 from ._types import ALL_MANIFEST_TYPES, Descriptor, Manifest, compute_digest, verify_digest
 
