@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from . import __version__
+from ._chart import load_chart
 from ._exceptions import ValuesError, WsmError
 from ._fetch import ChartSource, FetchOptions
 from ._helmrepo import RepoAuth
@@ -140,10 +141,10 @@ def single_chart_release(ref: str, repo: str | None, version: str | None) -> Rel
     elif ref.startswith("oci://"):
         source = ChartSource(chart=ref.rstrip("/").rsplit("/", 1)[-1], version=version, oci=ref)
     elif Path(ref).exists():
-        source = ChartSource(chart=Path(ref).name.removesuffix(".tgz"), path=Path(ref))
+        source = ChartSource(chart=load_chart(Path(ref)).name, path=Path(ref))
     else:
         raise WsmError(f"--chart {ref}: no such file or directory; for a repository chart add --repo URL")
-    name = source.chart if not source.path else "chart"
+    name = source.chart
     entry = ChartEntry(name=name, group=name, source=source)
     return ReleaseManifest(
         name=name, description="", charts=(entry,), images=(), lock=None, origin=f"--chart {ref}", text=""
@@ -350,7 +351,7 @@ def run_download(args: argparse.Namespace) -> int:
     with RegistryClient(options) as client:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
-            concurrency=args.concurrency, progress=not quiet, manifest_text=release.text or None,
+            concurrency=args.concurrency, progress=show_bar(quiet), manifest_text=release.text or None,
             on_image_done=None if quiet else _tick,
         )
     if args.output == "json":
@@ -405,6 +406,11 @@ def _human(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+def show_bar(quiet: bool) -> bool:
+    """Progress bars only for a person at a terminal: in a log or a pipe they are noise."""
+    return not quiet and sys.stderr.isatty()
+
+
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         print(message, file=sys.stderr)
@@ -425,7 +431,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from ._bundle import verify
 
     quiet = args.quiet or args.output == "json"
-    report = verify(args.bundle, progress=not quiet, allow_incomplete=args.allow_incomplete)
+    report = verify(args.bundle, progress=show_bar(quiet), allow_incomplete=args.allow_incomplete)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -493,7 +499,7 @@ def run_push(args: argparse.Namespace) -> int:
     )
     quiet = args.quiet or args.output == "json"
     with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
-            _byte_bar(quiet) as bar:
+            _byte_bar(not show_bar(quiet)) as bar:
         report = push_release(args.bundle, options, client, progress=bar, transport=transport_options(args))
     if args.output == "json":
         print_data(report.to_dict(), "json")
