@@ -250,7 +250,7 @@ def push_release(
                        concurrency=options.concurrency, dry_run=options.dry_run, progress=progress)
     charts, moved, locations = _push_charts(bundle, lock, manifest, options, client, transport or TransportOptions())
     report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
-    if options.dry_run or not options.helm_repo:
+    if options.dry_run or not options.helm_repo or not manifest.charts:
         return report
     files = write_install_files(bundle.root, manifest, images, targets, charts, locations, options.site_values)
     for name, path in options.user_values_files.items():
@@ -278,9 +278,7 @@ def release_of(lock: Lock) -> ReleaseManifest:
                    release=c.release)
         for c in lock.charts.values() if c.in_release
     )
-    if not entries:
-        raise BundleError("the bundle holds no chart and no release manifest; download with --manifest or --chart")
-    return ReleaseManifest("", "", entries, (), None, "bundle", "")
+    return ReleaseManifest("", "", entries, (), None, "bundle", "")  # no chart: an images-only bundle
 
 
 def _push_charts(
