@@ -146,8 +146,10 @@ def push_layout(built: BuiltImage, destination: str, *, tls_verify: bool = False
     subprocess.run(argv, check=True, capture_output=True)
 
 
-def make_image(registry, repository: str, tmp_path: Path, tag: str = "1.0", **kwargs) -> BuiltImage:
+def make_image(
+    registry, repository: str, tmp_path: Path, tag: str = "1.0", *, creds: str | None = None, **kwargs
+) -> BuiltImage:
     """Build an image and push it to `registry` (a tests.servers.Registry) as `repository:tag`."""
     built = build_image(tmp_path / f"layout-{repository.replace('/', '_')}-{tag}", tag, **kwargs)
-    push_layout(built, f"{registry.host}/{repository}:{tag}")
+    push_layout(built, f"{registry.host}/{repository}:{tag}", creds=creds)
     return built

@@ -151,3 +151,19 @@ def test_push_dry_run_then_push_then_conflict(release, site, tmp_path):
     assert data["airgapped"] is True
     written = yaml.safe_load((release["bundle"] / "values" / "demo.yaml").read_text())
     assert written == {k: v for k, v in data.items() if k != "replicas"}
+
+
+def test_download_credentials_are_bound_to_their_registry(tmp_path):
+    with Registry(tmp_path / "private", htpasswd={"reader": "pw"}) as private:
+        make_image(private, "vendor/app", tmp_path, tag="3.0", creds="reader:pw")
+        chart = package(write_chart(tmp_path / "c", {"apiVersion": "v2", "name": "c", "version": "0.1.0"},
+                                    {"image": {"repository": f"{private.host}/vendor/app", "tag": "3.0"}}), tmp_path)
+        base = ["download", "--chart", str(chart), "--plain-http", "--username", "reader", "--password-stdin"]
+        unbound = wsm(*base, "--bundle", str(tmp_path / "b0"), stdin="pw\n", cwd=tmp_path)
+        one_line_error(unbound, "--login-host")
+        other = wsm(*base, "--login-host", "registry.elsewhere.example", "--bundle", str(tmp_path / "b1"),
+                    stdin="pw\n", cwd=tmp_path)
+        one_line_error(other, f"FAILED {private.host}/vendor/app:3.0")  # the password was not sent there
+        bound = wsm(*base, "--login-host", private.host, "--bundle", str(tmp_path / "b2"), stdin="pw\n", cwd=tmp_path)
+        assert bound.returncode == 0, bound.stdout + bound.stderr
+        assert "pw" not in bound.stdout.replace("pwd", "")

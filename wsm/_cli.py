@@ -317,6 +317,11 @@ def _add_download(commands) -> None:
     parser.add_argument("--concurrency", type=_positive, default=4, metavar="N", help="images fetched at once (default 4)")
     parser.add_argument("--registry-mirror", action="append", default=[], metavar="SRC=DST",
                         help="fetch SRC's images from a mirror, e.g. docker.io=artifactory.corp/dockerhub")
+    parser.add_argument("--username", metavar="USER", help="user for the --login-host registries (and mirrors)")
+    parser.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    parser.add_argument("--login-host", action="append", default=[], metavar="HOST",
+                        help="the registry --username is for (default: the --registry-mirror hosts); "
+                             "other registries use ~/.docker/config.json")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_download)
 
@@ -347,7 +352,8 @@ def run_download(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.output == "json"
     for note in resolution.notes:
         _say(quiet, f"wsm: note: {note}")
-    options = registry_options(args, mirrors=parse_mirrors(args.registry_mirror), concurrency=args.concurrency)
+    mirrors = parse_mirrors(args.registry_mirror)
+    options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
     with RegistryClient(options) as client:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
@@ -367,6 +373,19 @@ def with_locked_images(release: ReleaseManifest, resolution: Resolution) -> list
         return resolution.images
     found = {image.reference for image in resolution.images}
     return resolution.images + [image for image in from_lock(release).images if image.reference not in found]
+
+
+def download_credentials(args: argparse.Namespace, mirrors: dict[str, str]) -> dict[str, Any]:
+    """--username/--password-stdin, bound to the hosts they are for: never sent to every public registry."""
+    if not args.username:
+        if args.login_host:
+            raise WsmError("--login-host goes with --username")
+        return {}
+    hosts = tuple(args.login_host) or tuple(target.split("/", 1)[0] for target in mirrors.values())
+    if not hosts:
+        raise WsmError("--username on download needs the registry it is for: --login-host HOST (or a "
+                       "--registry-mirror); for several registries use docker login (~/.docker/config.json)")
+    return {"username": args.username, "password": read_password(args), "credential_hosts": hosts}
 
 
 def parse_mirrors(items: list[str]) -> dict[str, str]:

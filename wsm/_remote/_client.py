@@ -39,6 +39,9 @@ class RegistryOptions:
     transport: TransportOptions = TransportOptions()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Hosts the explicit username/password are for; empty: every host. A download talks to public registries
+    # too, and a site's password must not reach them.
+    credential_hosts: tuple[str, ...] = ()
     docker_config: Path | None = None  # default $DOCKER_CONFIG/config.json, else ~/.docker/config.json
     helm_registry_config: Path | None = None  # default $HELM_REGISTRY_CONFIG, else Helm's config home
     # {"docker.io": "artifactory.corp/dockerhub"}: pull from the mirror, keep the original name.
@@ -72,7 +75,8 @@ class RegistryClient:
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = make_client(options.transport, limits=limits)
         credentials = CredentialStore(
-            options.username, options.password, options.docker_config, options.helm_registry_config
+            options.username, options.password, options.docker_config, options.helm_registry_config,
+            options.credential_hosts,
         )
         self._auth = Authenticator(self._http, options.transport, credentials)
         self._mirrors = {normalize_host(key): _strip_scheme(value) for key, value in options.mirrors.items()}

@@ -79,10 +79,12 @@ class CredentialStore:
         password: str | None,
         docker_config: Path | None,
         helm_registry_config: Path | None,
+        explicit_hosts: tuple[str, ...] = (),
     ) -> None:
         self._explicit = (
             Credentials(username, password or "", source="--username/--password") if username else None
         )
+        self._explicit_hosts = {normalize_host(host) for host in explicit_hosts}
         self._docker_config = docker_config or default_docker_config()
         self._helm_config = helm_registry_config or default_helm_registry_config()
         self._cache: dict[str, Credentials | None] = {}
@@ -90,9 +92,9 @@ class CredentialStore:
 
     def lookup(self, registry: str) -> Credentials | None:
         """Credentials for `registry` (a host, `docker.io` for Docker Hub), or None to go anonymous."""
-        if self._explicit is not None:
-            return self._explicit
         host = normalize_host(registry)
+        if self._explicit is not None and (not self._explicit_hosts or host in self._explicit_hosts):
+            return self._explicit
         with self._lock:
             if host not in self._cache:
                 self._cache[host] = self._resolve(host)
