@@ -162,3 +162,22 @@ def test_dry_run_sends_nothing(registry, internal, internal_client, plain_client
     jobs = push_images(bundle, lock, targets, internal_client, dry_run=True)
     assert jobs[0].result == "would send" and jobs[0].bytes_sent > 0
     assert internal_client.head_manifest(next(iter(targets.values()))) is None
+
+
+def test_blobs_shared_between_images_are_mounted_not_sent_again(
+    registry, internal, internal_client, plain_client, tmp_path
+):
+    from images import build_image, push_layout
+
+    built = build_image(tmp_path / "shared", "1.0", layer_sizes=(50_000, 60_000), incompressible=True)
+    for name in ("push/twin-a", "push/twin-b"):
+        push_layout(built, f"{registry.host}/{name}:1.0")
+    images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "g") for name in ("push/twin-a", "push/twin-b")]
+    report = download(images, [], tmp_path / "bundle", client=plain_client, platforms=None, progress=False)
+    assert report.ok
+    bundle = Bundle(tmp_path / "bundle")
+    lock = bundle.read_lock()
+    jobs = push_images(bundle, lock, targets_for(lock, internal), internal_client, concurrency=1)
+    assert [job.result for job in jobs] == ["sent", "sent"]
+    assert jobs[0].blobs_sent == 3 and jobs[0].blobs_mounted == 0
+    assert jobs[1].blobs_sent == 0 and jobs[1].blobs_mounted == 3 and jobs[1].bytes_sent == 0
