@@ -157,15 +157,23 @@ def run_skopeo(refs: list[str], directory: Path, destination) -> dict:
     return {"seconds": time.monotonic() - started, "cpu": cpu}
 
 
-def report(runs: dict[str, list[dict]], total: int) -> None:
+def print_runs(runs: dict[str, list[dict]], total: int, reference: str) -> None:
+    """Median time, rate, CPU time (when measured) and the ratio to `reference` of each tool, with every run.
+
+    Rows whose name has "rerun" or "no-op" in it move no data: they get no rate."""
     median = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
-    cpu = {name: statistics.median(r["cpu"] for r in results) for name, results in runs.items()}
-    wsm = median["wsm download"]
+    base = median[reference]
     print(f"{'tool':38} {'median s':>9} {'MB/s':>6} {'CPU s':>6} {'vs wsm':>7}   all runs (s)")
     for name, results in runs.items():
-        rate = f"{total / 1e6 / median[name]:6.0f}" if "rerun" not in name else f"{'-':>6}"
+        moves_data = "rerun" not in name and "no-op" not in name
+        rate = f"{total / 1e6 / median[name]:6.0f}" if moves_data else f"{'-':>6}"
+        cpu = f"{statistics.median(r['cpu'] for r in results):6.2f}" if "cpu" in results[0] else f"{'-':>6}"
         every = " ".join(f"{r['seconds']:.2f}" for r in results)
-        print(f"{name:38} {median[name]:9.2f} {rate} {cpu[name]:6.2f} {median[name] / wsm:6.2f}x   {every}")
+        print(f"{name:38} {median[name]:9.2f} {rate} {cpu} {median[name] / base:6.2f}x   {every}")
+
+
+def report(runs: dict[str, list[dict]], total: int) -> None:
+    print_runs(runs, total, "wsm download")
     first = runs["wsm download"]
     inner = statistics.median(r["inner"] for r in first)
     peak = max(r["peak_kib"] for r in first)

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
-from bench_download import ROOT, SKOPEO_CACHE, build_and_push, timed  # noqa: E402
+from bench_download import ROOT, SKOPEO_CACHE, build_and_push, print_runs, timed  # noqa: E402
 from servers import Registry  # noqa: E402
 
 WSM_PUSH = """
@@ -113,13 +112,8 @@ def run_skopeo(bundle: Path, registry: str) -> dict:
 
 
 def report(runs: dict[str, list[dict]], total: int) -> None:
-    median = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
-    skopeo = median["skopeo copy oci-archive:"]
-    print(f"{'tool':28} {'median s':>9} {'MB/s':>6} {'skopeo/tool':>12}   all runs (s)")
-    for name, results in runs.items():
-        rate = f"{total / 1e6 / median[name]:6.0f}" if "no-op" not in name else f"{'-':>6}"
-        every = " ".join(f"{r['seconds']:.2f}" for r in results)
-        print(f"{name:28} {median[name]:9.2f} {rate} {skopeo / median[name]:11.2f}x   {every}")
+    print_runs(runs, total, "wsm push")
+    skopeo = statistics.median(r["seconds"] for r in runs["skopeo copy oci-archive:"])
     first = runs["wsm push"]
     verify_s = statistics.median(r["verify"] for r in first)
     push_s = statistics.median(r["push"] for r in first)
@@ -129,7 +123,7 @@ def report(runs: dict[str, list[dict]], total: int) -> None:
     second = runs["wsm push (second, no-op)"]
     print(f"second push: {max(r['totals']['bytes_sent'] for r in second)} bytes sent, "
           f"{max(r['totals']['blobs_sent'] for r in second)} blobs sent")
-    print("skopeo/tool: skopeo's median time divided by the tool's (above 1.00x: the tool was faster).")
+    print("vs wsm: a tool's median time divided by wsm's (above 1.00x: wsm was faster).")
 
 
 if __name__ == "__main__":
