@@ -29,9 +29,20 @@ def test_each_shape_points_at_the_internal_registry():
         "app": {"image": {"repository": "registry.corp:5000/proj/wandb/local", "tag": "0.62.2"}},
         "redis": {"image": {"registry": "registry.corp:5000", "repository": "proj/bitnami/redis", "tag": "7.2.4"}},
         "jobs": [{"image": f"registry.corp:5000/proj/acme/tool:1@{DIGEST}"}],
-        "global": {"imageRegistry": "registry.corp:5000"},
     }
     assert unredirected == ["docker.io/library/alpine:3.19"]
+
+
+def test_a_registry_decided_by_global_image_registry_is_set_there_too():
+    source = ImageSource("platform/redis", Method.VALUES, "redis.image", Shape.REGISTRY,
+                         registry_path="global.imageRegistry")
+    redis = ResolvedImage(Reference.parse("mirror.corp/bitnami/redis:7"), "g", (source,))
+    targets = plan_targets([redis.reference], TargetRegistry.parse("registry.corp"))
+    values, _ = image_overrides([redis], targets, "platform")
+    assert values == {
+        "redis": {"image": {"registry": "registry.corp", "repository": "bitnami/redis", "tag": "7"}},
+        "global": {"imageRegistry": "registry.corp"},
+    }
 
 
 def test_other_charts_are_not_touched():

@@ -68,6 +68,9 @@ def test_pinned_values_conditions_tags_and_global_registry(platform_dir):
     assert found["docker.io/acme/extras:3.3.3"] == ["extras.image"]  # appVersion tag, enabled by tag
     assert found["docker.io/acme/app:9.9.9"] == ["app.image"]
     assert found["mirror.corp/bitnami/redis:7.2.4-debian-12-r9"] == ["redis.image"]  # bitnami honours global
+    redis = resolution.image("mirror.corp/bitnami/redis:7.2.4-debian-12-r9")
+    assert redis.sources[0].registry_path == "global.imageRegistry"
+    assert resolution.image("docker.io/acme/weave:7.7.7").sources[0].registry_path is None
     assert "docker.io/acme/app:latest" not in found
     assert not any("redis_exporter" in ref for ref in found)
 
@@ -122,3 +125,27 @@ def test_render_agrees_with_helm_template(platform_dir):
     only_render = [n for n in resolution.notes if "found only by rendering" in n]
     assert len(only_render) == 2
     assert not [n for n in resolution.notes if "found only in values" in n]
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("pinned", ["{}", "{global: {imageRegistry: mirror.corp}, weave: {install: true}}"])
+def test_overrides_make_helm_render_internal_images_only(platform_dir, tmp_path, pinned):
+    """Every image the values method found, rewritten by its values path, is what helm then renders."""
+    import yaml
+
+    from wsm._overrides import image_overrides
+    from wsm._render import render_images
+    from wsm._target import TargetRegistry, plan_targets
+    from wsm._values import merge
+
+    manifest = release(platform_dir, pinned)
+    resolution = resolve_release(manifest)
+    targets = plan_targets([i.reference for i in resolution.images], TargetRegistry.parse("registry.corp/site"))
+    overrides, unredirected = image_overrides(resolution.images, targets, "platform")
+    values = merge(manifest.charts[0].values, overrides)
+    rendered = render_images(platform_dir, values, release="r", namespace="ns", helm=helm_binary())
+    outside = {i.reference.canonical for i in rendered if not i.reference.canonical.startswith("registry.corp/site/")}
+    # Only the images written into templates stay outside; values cannot move them, and the resolver said so.
+    assert outside == {"docker.io/library/busybox:1.36", "docker.io/library/alpine:3.19"}
+    assert unredirected == []
+    assert yaml.safe_dump(values)  # plain data, writable as a values file

@@ -10,6 +10,7 @@ An empty or missing tag means the chart's appVersion, the convention of `helm cr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,10 @@ class _Walker:
         repository = str(node.get("repository") or node.get("name") or "").strip()
         registry = node.get("registry")
         shape = Shape.REGISTRY if "registry" in node else Shape.REPOSITORY
+        registry_path = None
         if shape is Shape.REGISTRY and self.global_registry:
             registry = self.global_registry  # bitnami's common.images.image gives global.imageRegistry priority
+            registry_path = "global.imageRegistry"
         tag, note = _scalar(node.get("tag")), None
         digest = _scalar(node.get("digest"))
         if not tag and not digest:
@@ -89,13 +92,17 @@ class _Walker:
             reference = Reference.parse(text)
         except InvalidReference:
             return  # a `repository` that is not an image (a git URL, a template): not ours to list
-        self._add(reference, path, shape, note, switched_off)
+        self._add(reference, path, shape, note, switched_off, registry_path)
 
-    def _add(self, reference: Reference, path: str, shape: Shape, note: str | None, switched_off: str | None):
+    def _add(
+        self, reference: Reference, path: str, shape: Shape, note: str | None, switched_off: str | None,
+        registry_path: str | None = None,
+    ) -> None:
         if switched_off:
             self.skipped.append(Skipped(reference.canonical, path, switched_off))
             return
-        source = ImageSource(chart=self.chart_path, method=Method.VALUES, path=path, shape=shape, note=note)
+        source = ImageSource(chart=self.chart_path, method=Method.VALUES, path=path, shape=shape, note=note,
+                             registry_path=registry_path)
         self.found.append(Found(reference, source))
 
 
@@ -130,8 +137,14 @@ def _scalar(value: Any) -> str | None:
     return str(value).strip() or None
 
 
-def images_in_annotation(chart: Chart, chart_path: str) -> list[Found]:
-    """Images listed in Chart.yaml's `helm.sh/images` annotation (Artifact Hub's convention)."""
+def images_in_annotation(chart: Chart, chart_path: str, from_values: Sequence[Found] = ()) -> list[Found]:
+    """Images listed in Chart.yaml's `helm.sh/images` annotation (Artifact Hub's convention).
+
+    The annotation lists the chart's defaults; an entry whose repository the values set to another registry
+    or tag is superseded by what the values say, and is left out (one that agrees is a second witness).
+    """
+    by_values = {item.reference for item in from_values}
+    overridden = {reference.repository for reference in by_values}
     text = chart.annotations.get("helm.sh/images")
     if not text:
         return []
@@ -142,7 +155,10 @@ def images_in_annotation(chart: Chart, chart_path: str) -> list[Found]:
     found = []
     for entry in entries if isinstance(entries, list) else []:
         image = entry.get("image") if isinstance(entry, dict) else None
-        if looks_like_reference(image):
+        if not looks_like_reference(image):
+            continue
+        reference = Reference.parse(image)
+        if reference.repository not in overridden or reference in by_values:
             source = ImageSource(chart=chart_path, method=Method.ANNOTATION, note="helm.sh/images annotation")
-            found.append(Found(Reference.parse(image), source))
+            found.append(Found(reference, source))
     return found

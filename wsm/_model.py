@@ -42,10 +42,12 @@ class ImageSource:
     shape: Shape | None = None
     template: str | None = None
     note: str | None = None
+    # A values path elsewhere that decides this image's registry (bitnami's `global.imageRegistry`).
+    registry_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"chart": self.chart, "method": self.method.value}
-        for key in ("path", "template", "note"):
+        for key in ("path", "template", "note", "registry_path"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         if self.shape:
@@ -61,6 +63,7 @@ class ImageSource:
             shape=Shape(data["shape"]) if data.get("shape") else None,
             template=data.get("template"),
             note=data.get("note"),
+            registry_path=data.get("registry_path"),
         )
 
 

@@ -2,9 +2,10 @@
 
 Each shape is rewritten the way its templates read it:
 - `{repository, tag}`: repository becomes the full internal name (`registry.corp/wandb/local`);
-- `{registry, repository, tag}` (bitnami): registry and repository are set apart, and `global.imageRegistry`
-  too, since bitnami templates prefer it over each image's own registry;
+- `{registry, repository, tag}` (bitnami): registry and repository are set apart; when the registry came
+  from elsewhere (`global.imageRegistry`, which bitnami templates prefer), that path is set too;
 - a plain string: the whole internal reference.
+Nothing else is touched: a key the release did not use for an image keeps its meaning.
 """
 
 from __future__ import annotations
@@ -27,19 +28,18 @@ def image_overrides(
     """Overrides for the release chart `chart`, and the images of it that no values path can redirect."""
     values: Values = {}
     unredirected: list[str] = []
-    registries: set[str] = set()
     for image in images:
         target = targets[image.reference]
         sources = [s for s in image.sources if _belongs(s, chart)]
         for source in sources:
             if source.path and source.shape:
                 values = merge(values, _override(source, target))
-                if source.shape is Shape.REGISTRY:
-                    registries.add(target.registry)
+            if source.registry_path:
+                decided: Values = {}
+                set_path(decided, source.registry_path.split("."), target.registry)
+                values = merge(values, decided)
         if sources and not any(s.path and s.shape for s in sources):
             unredirected.append(image.reference.canonical)
-    if len(registries) == 1:
-        values = merge(values, {"global": {"imageRegistry": registries.pop()}})
     return values, unredirected
 
 

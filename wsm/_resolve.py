@@ -83,7 +83,7 @@ def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping, 
     subcharts = _subchart_values(chart, values, label)
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
     found, skipped = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
-    result.found += found + images_in_annotation(chart, label)
+    result.found += found + images_in_annotation(chart, label, found)
     result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in skipped]
     for key, (dependency, sub, sub_vals) in subcharts.items():
         path = join_path(prefix, key)
