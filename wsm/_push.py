@@ -88,93 +88,107 @@ def push_images(
     progress: Callable[[int], None] | None = None,
 ) -> list[ImagePush]:
     """Push every image of the bundle; one image failing does not stop the others (its error is recorded)."""
-    entries = [entry for entry in lock.images.values() if entry.in_release]
-    mounts = _Mounts()
+    pusher = _ImagePusher(client, on_existing, dry_run, progress or _ignore)
 
     def one(entry: LockedImage) -> ImagePush:
-        source = Reference.parse(entry.image)
-        job = ImagePush(entry.image, targets[source].canonical, entry.top["digest"])
+        target = targets[Reference.parse(entry.image)]
+        job = ImagePush(entry.image, target.canonical, entry.top["digest"])
         try:
-            _push_image(bundle, entry, targets[source], client, job, mounts, on_existing, dry_run, progress)
+            pusher.push(_Tarball(bundle.root / entry.file), entry, target, job)
         except WsmError as error:
             job.result, job.error = "failed", str(error)
         return job
 
+    entries = [entry for entry in lock.images.values() if entry.in_release]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         return list(pool.map(one, entries))
 
 
-def _push_image(
-    bundle: Bundle, entry: LockedImage, target: Reference, client: RegistryClient, job: ImagePush,
-    mounts: _Mounts, on_existing: str, dry_run: bool, progress: Callable[[int], None] | None,
-) -> None:
-    tar = bundle.root / entry.file
-    ranges = tar_members(tar)
-    top = Descriptor.from_dict(entry.top, f"{entry.file} index.json")
-    existing = client.head_manifest(target)
-    if existing is not None and existing.digest == top.digest:
-        job.result = "present"  # same digest under the same tag: nothing to send, nothing to check
-        return
-    if existing is not None and on_existing != "overwrite":
+def _ignore(_: int) -> None:
+    pass
+
+
+class _Tarball:
+    """An image tarball of the bundle, read in place: blobs are segments of the file, never extracted."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.members = tar_members(path)
+
+    def segment(self, descriptor: Descriptor) -> FileSegment:
+        name = blob_member(descriptor.digest)
+        if name not in self.members:
+            raise BundleError(f"{self.path.name}: blob {descriptor.digest} is missing; run wsm verify, then download again")
+        offset, size = self.members[name]
+        if size != descriptor.size:
+            raise BundleError(f"{self.path.name}: blob {descriptor.digest} holds {size} bytes, not {descriptor.size}")
+        return FileSegment(self.path, offset, size)
+
+    def manifest(self, descriptor: Descriptor) -> Manifest:
+        segment = self.segment(descriptor)
+        with open(self.path, "rb") as handle:
+            handle.seek(segment.offset)
+            return Manifest.from_bytes(handle.read(segment.size), descriptor.media_type)
+
+
+@dataclass
+class _ImagePusher:
+    client: RegistryClient
+    on_existing: str
+    dry_run: bool
+    progress: Callable[[int], None]
+    mounts: _Mounts = field(default_factory=_Mounts)
+
+    def push(self, tarball: _Tarball, entry: LockedImage, target: Reference, job: ImagePush) -> None:
+        top = Descriptor.from_dict(entry.top, f"{entry.file} index.json")
+        if not self._tag_allows(target, top, job):
+            return
+        top_manifest = tarball.manifest(top)
+        children = [tarball.manifest(child) for child in top_manifest.children()]
+        for manifest in children + [top_manifest]:  # an index only after every manifest it names
+            for blob in [] if manifest.is_index else [manifest.config(), *manifest.layers()]:
+                self._blob(tarball, blob, target, job)
+            if not self.dry_run:
+                # Children go by digest; the top under the tag (or by digest when the source named none).
+                by_digest = target.with_tag(None).with_digest(manifest.digest)
+                where = target.with_digest(None) if manifest is top_manifest and target.tag else by_digest
+                self.client.put_manifest(where, manifest.raw, manifest.media_type)
+        job.result = "would send" if self.dry_run else "sent"
+
+    def _tag_allows(self, target: Reference, top: Descriptor, job: ImagePush) -> bool:
+        """False when there is nothing to do: the same digest is there, or the tag policy says skip."""
+        existing = self.client.head_manifest(target)
+        if existing is None or (self.on_existing == "overwrite" and existing.digest != top.digest):
+            return True
+        if existing.digest == top.digest:
+            job.result = "present"
+            return False
         message = (f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}; "
                    "use --on-existing skip or overwrite if that is intended")
-        if on_existing == "skip":
+        if self.on_existing == "skip":
             job.result, job.error = "skipped (tag exists)", message
-            return
+            return False
         raise TagConflict(message)
-    top_manifest = Manifest.from_bytes(_read_member(tar, ranges, top.digest), top.media_type)
-    children = [Manifest.from_bytes(_read_member(tar, ranges, c.digest), c.media_type)
-                for c in top_manifest.children()] if top_manifest.is_index else []
-    for manifest in children + [top_manifest]:
-        if not manifest.is_index:
-            _push_blobs(tar, ranges, manifest, target, client, job, mounts, dry_run, progress)
-        if not dry_run:
-            # Children go by digest; the top under the tag (or by digest when the source named none).
-            by_digest = target.with_tag(None).with_digest(manifest.digest)
-            where = target.with_digest(None) if manifest is top_manifest and target.tag else by_digest
-            client.put_manifest(where, manifest.raw, manifest.media_type)
-    job.result = "would send" if dry_run else "sent"
 
-
-def _push_blobs(
-    tar: Path, ranges: dict[str, tuple[int, int]], manifest: Manifest, target: Reference, client: RegistryClient,
-    job: ImagePush, mounts: _Mounts, dry_run: bool, progress: Callable[[int], None] | None,
-) -> None:
-    for blob in [manifest.config()] + manifest.layers():
-        if client.has_blob(target, blob.digest):
+    def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
+        if self.client.has_blob(target, blob.digest):
             job.blobs_present += 1
-            mounts.record(blob.digest, target.repository)
-            if progress:
-                progress(blob.size)
-            continue
-        other = mounts.source_for(blob.digest, target.repository)
-        if not dry_run and other and client.mount_blob(target, blob.digest, other):
+            self.progress(blob.size)
+        elif self.dry_run:
+            job.blobs_sent += 1
+            job.bytes_sent += blob.size
+        elif self._mounted(blob, target):
             job.blobs_mounted += 1
-        elif not dry_run:
-            offset, size = _member(ranges, blob.digest, tar)
-            if size != blob.size:
-                raise BundleError(f"{tar.name}: blob {blob.digest} holds {size} bytes, the manifest says {blob.size}")
-            client.push_blob(target, blob, FileSegment(tar, offset, size), progress)
-            job.blobs_sent += 1
-            job.bytes_sent += blob.size
+            self.progress(blob.size)
         else:
+            self.client.push_blob(target, blob, tarball.segment(blob), self.progress)
             job.blobs_sent += 1
             job.bytes_sent += blob.size
-        mounts.record(blob.digest, target.repository)
+        self.mounts.record(blob.digest, target.repository)
 
-
-def _member(ranges: dict[str, tuple[int, int]], digest: str, tar: Path) -> tuple[int, int]:
-    name = blob_member(digest)
-    if name not in ranges:
-        raise BundleError(f"{tar.name}: blob {digest} is missing; run wsm verify, then download again")
-    return ranges[name]
-
-
-def _read_member(tar: Path, ranges: dict[str, tuple[int, int]], digest: str) -> bytes:
-    offset, size = _member(ranges, digest, tar)
-    with open(tar, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(size)
+    def _mounted(self, blob: Descriptor, target: Reference) -> bool:
+        other = self.mounts.source_for(blob.digest, target.repository)
+        return bool(other) and self.client.mount_blob(target, blob.digest, other)
 
 
 def image_totals(jobs: Sequence[ImagePush]) -> dict[str, int]:
