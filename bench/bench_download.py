@@ -170,6 +170,7 @@ def print_runs(runs: dict[str, list[dict]], total: int, reference: str) -> None:
         cpu = f"{statistics.median(r['cpu'] for r in results):6.2f}" if "cpu" in results[0] else f"{'-':>6}"
         every = " ".join(f"{r['seconds']:.2f}" for r in results)
         print(f"{name:38} {median[name]:9.2f} {rate} {cpu} {median[name] / base:6.2f}x   {every}")
+    print("vs wsm: a tool's median time divided by wsm's (above 1.00x: wsm was faster).\n")
 
 
 def report(runs: dict[str, list[dict]], total: int) -> None:
@@ -177,12 +178,11 @@ def report(runs: dict[str, list[dict]], total: int) -> None:
     first = runs["wsm download"]
     inner = statistics.median(r["inner"] for r in first)
     peak = max(r["peak_kib"] for r in first)
-    print(f"\nwsm: {inner:.2f} s inside download() (the rest is Python start-up and imports), "
+    print(f"wsm: {inner:.2f} s inside download() (the rest is Python start-up and imports), "
           f"{first[0]['fetched'] / 1e6:.0f} MB fetched, peak RSS {peak / 1024:.0f} MiB")
     rerun = runs["wsm download (rerun, all complete)"]
     print(f"wsm rerun: {max(r['fetched'] for r in rerun)} bytes fetched, "
           f"peak RSS {max(r['peak_kib'] for r in rerun) / 1024:.0f} MiB")
-    print("vs wsm: a tool's median time divided by wsm's (above 1.00x: wsm was faster).")
 
 
 if __name__ == "__main__":
