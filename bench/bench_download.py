@@ -63,14 +63,7 @@ print(json.dumps({{"seconds": seconds, "fetched": report.bytes_fetched, "peak_ki
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--layers-mb", default="30,20,15,10", help="layer sizes of each image, in MB")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=3, help="turns per tool; medians are printed")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args()
-    layer_sizes = tuple(int(float(mb) * 1_000_000) for mb in args.layers_mb.split(","))
+    args, layer_sizes = parse_args(__doc__, keep=True)
 
     work = Path(tempfile.mkdtemp(prefix="wsm-bench-"))
     try:
@@ -95,6 +88,19 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def parse_args(doc: str, keep: bool = False) -> tuple[argparse.Namespace, tuple[int, ...]]:
+    """The options both benchmarks take, and the layer sizes in bytes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--layers-mb", default="30,20,15,10", help="layer sizes of each image, in MB")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="turns per tool; medians are printed")
+    if keep:
+        parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    return args, tuple(int(float(mb) * 1_000_000) for mb in args.layers_mb.split(","))
 
 
 def fresh(directory: Path) -> Path:

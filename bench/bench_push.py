@@ -16,7 +16,6 @@ bench_download.py). Then, each run, against a registry started empty for that ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
-from bench_download import ROOT, SKOPEO_CACHE, build_and_push, print_runs, timed  # noqa: E402
+from bench_download import ROOT, SKOPEO_CACHE, build_and_push, parse_args, print_runs, timed  # noqa: E402
 from servers import Registry  # noqa: E402
 
 WSM_PUSH = """
@@ -55,13 +54,7 @@ print(json.dumps({{"verify": verified - started, "push": done - verified - (veri
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--layers-mb", default="30,20,15,10", help="layer sizes of each image, in MB")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=3, help="turns per tool; medians are printed")
-    args = parser.parse_args()
-    layer_sizes = tuple(int(float(mb) * 1_000_000) for mb in args.layers_mb.split(","))
+    args, layer_sizes = parse_args(__doc__)
     work = Path(tempfile.mkdtemp(prefix="wsm-bench-push-"))
     try:
         with Registry(work / "source") as source:
