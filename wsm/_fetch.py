@@ -28,9 +28,8 @@ class ChartSource:
     path: Path | None = None
 
     def describe(self) -> str:
-        where = self.repo or self.oci or str(self.path)
         version = f" {self.version}" if self.version else ""
-        return f"{self.chart}{version} from {where}"
+        return f"{self.chart}{version} from {self.location}"
 
     @property
     def location(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._chart import Chart, Dependency
@@ -148,13 +149,15 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         chart = fetch_chart(entry.source, options.fetch)
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
+        resolved_chart = _resolved_chart(entry, chart, options.fetch)
         found = result.found
         if options.render:
-            found = _with_render(entry, chart, values, found, resolution, options)
+            location = resolved_chart.archive or entry.source.path
+            found = _with_render(entry, location, values, found, resolution, options)
         for item in found:
             _add(merged, item.reference, entry.group, item.source)
         resolution.skipped += result.skipped
-        resolution.charts.append(_resolved_chart(entry, chart, options.fetch))
+        resolution.charts.append(resolved_chart)
     for extra in manifest.images:
         _add(merged, extra.reference, extra.group, ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None))
     resolution.images = list(merged.values())
@@ -220,10 +223,10 @@ def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> Res
 
 
 def _with_render(
-    entry: ChartEntry, chart: Chart, values: Values, found: list[Found], resolution: Resolution, options: ResolveOptions
+    entry: ChartEntry, location: Path, values: Values, found: list[Found], resolution: Resolution,
+    options: ResolveOptions,
 ) -> list[Found]:
-    """Add `helm template`'s images to `found`; note images that only one method found."""
-    location = archive_path(chart, options.fetch) or entry.source.path
+    """Add `helm template`'s images (of the chart at `location`) to `found`; note what only one method found."""
     rendered = render_images(
         location, values, release=entry.release or entry.name, namespace=entry.namespace, helm=options.helm
     )
