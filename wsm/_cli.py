@@ -154,31 +154,23 @@ def single_chart_release(ref: str, repo: str | None, version: str | None) -> Rel
 def user_values(args: argparse.Namespace, release: ReleaseManifest) -> dict[str, Values]:
     """-f/--set layers by chart name; a chart must be named when the release has several."""
     layers: dict[str, Values] = {}
-
-    def target(prefix: str | None, what: str) -> str:
-        if prefix is not None:
-            release.chart(prefix)  # raises naming the charts there are
-            return prefix
-        if len(release.charts) == 1:
-            return release.charts[0].name
-        raise ValuesError(f"{what}: name the chart it is for ({'|'.join(release.chart_names)}), e.g. CHART=FILE")
-
     for item in args.values:
-        prefix, path = _split_prefix(item, "=", release)
-        name = target(prefix, f"--values {item}")
+        name, path = chart_option(item, "=", release, "--values")
         layers[name] = merge(layers.get(name, {}), load_values_file(Path(path)))
     for item, strings in [(s, False) for s in args.set] + [(s, True) for s in args.set_string]:
-        prefix, expression = _split_prefix(item, ":", release)
-        name = target(prefix, f"--set {item}")
+        name, expression = chart_option(item, ":", release, "--set")
         layers[name] = merge(layers.get(name, {}), parse_set(expression, strings=strings))
     return layers
 
 
-def _split_prefix(item: str, separator: str, release: ReleaseManifest) -> tuple[str | None, str]:
+def chart_option(item: str, separator: str, release: ReleaseManifest, option: str) -> tuple[str, str]:
+    """(chart name, rest) of `[CHART<separator>]rest`; the chart may go unnamed only in a one-chart release."""
     head, sep, tail = item.partition(separator)
     if sep and head in release.chart_names and not Path(item).exists():
         return head, tail
-    return None, item
+    if len(release.charts) == 1:
+        return release.charts[0].name, item
+    raise ValuesError(f"{option} {item}: name the chart it is for ({'|'.join(release.chart_names)}), e.g. CHART=FILE")
 
 
 def resolve(args: argparse.Namespace, release: ReleaseManifest) -> Resolution:
@@ -512,8 +504,8 @@ def run_push(args: argparse.Namespace) -> int:
     options = PushOptions(
         registry=args.registry, helm_repo=args.helm_repo, helm_repo_type=args.helm_repo_type, mapping=args.mapping,
         on_existing=args.on_existing, concurrency=args.concurrency, dry_run=args.dry_run,
-        site_values=_chart_files(args.site_values, release, load=True),
-        user_values_files=_chart_files(args.values, release, load=False),
+        site_values=_chart_files(args.site_values, release, "--site-values", load=True),
+        user_values_files=_chart_files(args.values, release, "--values", load=False),
         repo_auth=RepoAuth(args.username, password),
     )
     quiet = args.quiet or args.output == "json"
@@ -527,18 +519,16 @@ def run_push(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-def _chart_files(items: list[str], release: ReleaseManifest | None, *, load: bool) -> dict[str, Any]:
+def _chart_files(items: list[str], release: ReleaseManifest | None, option: str, *, load: bool) -> dict[str, Any]:
+    """`[CHART=]FILE` options by chart: loaded values (`load`), or the paths of files to rewrite."""
     if release is None:
         return {}
     result: dict[str, Any] = {}
     for item in items:
-        prefix, path = _split_prefix(item, "=", release)
-        if prefix is None and len(release.charts) != 1:
-            raise ValuesError(f"{item}: name the chart it is for ({'|'.join(release.chart_names)}), e.g. CHART=FILE")
-        name = prefix or release.charts[0].name
-        result[name] = load_values_file(Path(path)) if load else Path(path)
+        name, path = chart_option(item, "=", release, option)
         if not load and not Path(path).is_file():
             raise ValuesError(f"values file {path} does not exist")
+        result[name] = load_values_file(Path(path)) if load else Path(path)
     return result
 
 
