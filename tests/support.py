@@ -1,0 +1,45 @@
+"""Helpers every test module shares: running the `wsm` command, and running skopeo (a client we did not write)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Every proxy variable pointed at a port nothing listens on: a command run with `offline=True` that tried to
+# reach a server would fail, which proves it needs no network.
+_DEAD_PROXY = "http://127.0.0.1:9"
+
+
+def wsm(
+    *args: str, stdin: str = "", cwd: Path | None = None, offline: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`wsm ARGS` in a child process, as an operator runs it; its chart cache stays under `cwd` (or here)."""
+    environment = {**os.environ, "WSM_CACHE_DIR": str(Path(cwd or ".").resolve() / ".cache"), **(env or {})}
+    if offline:
+        environment.update(HTTPS_PROXY=_DEAD_PROXY, HTTP_PROXY=_DEAD_PROXY, ALL_PROXY=_DEAD_PROXY)
+    return subprocess.run(
+        [sys.executable, "-m", "wsm", *args], capture_output=True, text=True, input=stdin, env=environment, cwd=cwd
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """The command failed with exit code 1 and one line naming the problem, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stdout + result.stderr
+
+
+def skopeo(*args: str) -> bytes:
+    """skopeo's standard output; a failure raises with its stderr."""
+    result = subprocess.run(["skopeo", *args], capture_output=True)
+    if result.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
