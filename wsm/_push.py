@@ -17,7 +17,7 @@ from typing import Any
 
 from ._bundle import Bundle, Lock, LockedImage, verify, write_atomically
 from ._chart import Chart, chart_from_archive
-from ._exceptions import BundleError, WsmError
+from ._exceptions import BundleError, TagConflict, WsmError
 from ._fetch import ChartSource
 from ._helmoci import push_chart
 from ._helmrepo import RepoAuth, publish_chart
@@ -34,10 +34,6 @@ from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values
 
 ON_EXISTING = ("fail", "skip", "overwrite")
-
-
-class TagConflict(WsmError):
-    """A tag that already points at another digest in the target registry."""
 
 
 @dataclass
