@@ -1,4 +1,4 @@
-"""Bundle names, the lock file and SHA256SUMS (verify end to end is in test_download.py and test_verify below)."""
+"""Bundle names, the lock file, SHA256SUMS, and verify end to end."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import pytest
 
 from wsm._bundle import (
     Bundle,
-    Lock,
-    LockedChart,
+    BundleDir,
     assign_names,
     image_stem,
     portable_stem,
     read_checksums,
-    verify,
     write_checksums,
 )
 from wsm._exceptions import BundleError, CorruptBundle
+from wsm._lock import BundleChart, BundleLock
 from wsm._reference import Reference
+from wsm._remote import Platform
+from wsm._verify import VerifyReport
+from wsm._verify import verify as verify_bundle
 
 WINDOWS_REFUSES = set('<>:"/\\|?*@')
 
@@ -70,11 +72,11 @@ def test_names_from_an_earlier_run_are_kept_so_that_reruns_resume():
 
 
 def test_lock_round_trips(tmp_path):
-    bundle = Bundle(tmp_path)
+    bundle = BundleDir(tmp_path)
     bundle.prepare()
     assert bundle.read_lock() is None
-    lock = Lock(manifest="release: x\n", platforms=["linux/amd64"])
-    chart = LockedChart("wandb", "1.2.3", "https://charts.wandb.ai", "core", "charts/wandb-1.2.3.tgz", "sha256:ab", 3)
+    lock = BundleLock(manifest="release: x\n", platforms=(Platform.parse("linux/amd64"),))
+    chart = BundleChart("wandb", "1.2.3", "https://charts.wandb.ai", "core", "charts/wandb-1.2.3.tgz", "sha256:ab", 3)
     lock.charts[chart.key] = chart
     bundle.write_lock(lock)
     again = bundle.read_lock()
@@ -84,15 +86,16 @@ def test_lock_round_trips(tmp_path):
 
 
 def test_a_damaged_or_newer_lock_is_refused_in_one_line(tmp_path):
-    bundle = Bundle(tmp_path)
+    bundle = BundleDir(tmp_path)
     bundle.lock_path.write_text("{not json")
-    with pytest.raises(BundleError, match="wsm.lock.json: unreadable .*move it aside"):
+    with pytest.raises(BundleError, match="wsm.lock.json: unreadable.*move it aside"):
         bundle.read_lock()
     bundle.lock_path.write_text(json.dumps({"format": 99, "images": []}))
     with pytest.raises(BundleError, match="newer wsm"):
         bundle.read_lock()
     bundle.lock_path.write_text(json.dumps({"format": 1, "images": [{"image": "x"}]}))
-    with pytest.raises(BundleError, match="incomplete") as caught:
+    with pytest.raises(BundleError, match=r"wsm.lock.json: images\[0\].digest: is missing; the lock file was edited "
+                                          "or damaged") as caught:
         bundle.read_lock()
     assert "\n" not in str(caught.value)
 
@@ -100,18 +103,18 @@ def test_a_damaged_or_newer_lock_is_refused_in_one_line(tmp_path):
 def test_a_bundle_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BundleError, match="is a file, not a directory"):
-        Bundle(tmp_path / "file").prepare()
+        BundleDir(tmp_path / "file").prepare()
 
 
 def test_sha256sums_is_read_by_sha256sum_and_leaves_out_the_work_area(tmp_path):
-    bundle = Bundle(tmp_path)
+    bundle = BundleDir(tmp_path)
     bundle.prepare()
     (bundle.images / "a.tar").write_bytes(b"a" * 1000)
     (bundle.charts / "c-1.0.tgz").write_bytes(b"chart")
     (bundle.blobs / ("0" * 64)).write_bytes(b"partial work")
     (bundle.images / "b.tar.partial").write_bytes(b"half")
     (tmp_path / "notes with space.txt").write_text("hello")
-    write_checksums(tmp_path)
+    write_checksums(bundle, BundleLock())
     sums = read_checksums(bundle.sums_path)
     assert list(sums) == ["charts/c-1.0.tgz", "images/a.tar", "notes with space.txt"]
     checked = subprocess.run(
@@ -121,16 +124,16 @@ def test_sha256sums_is_read_by_sha256sum_and_leaves_out_the_work_area(tmp_path):
 
 
 def test_checksums_come_from_the_lock_for_big_files_so_later_damage_shows(tmp_path):
-    bundle = Bundle(tmp_path)
+    bundle = BundleDir(tmp_path)
     bundle.prepare()
     (bundle.charts / "c-1.0.tgz").write_bytes(b"chart")
-    lock = Lock()
+    lock = BundleLock()
     digest = "sha256:" + hashlib.sha256(b"chart").hexdigest()
-    chart = LockedChart("c", "1.0", "repo", "g", "charts/c-1.0.tgz", digest, 5)
+    chart = BundleChart("c", "1.0", "repo", "g", "charts/c-1.0.tgz", digest, 5)
     lock.charts[chart.key] = chart
     bundle.write_lock(lock)
     (bundle.charts / "c-1.0.tgz").write_bytes(b"CHART")  # damaged after it was written, same size
-    write_checksums(tmp_path)
+    write_checksums(bundle, lock)
     assert read_checksums(bundle.sums_path)["charts/c-1.0.tgz"] == digest.split(":")[1]
 
 
@@ -160,9 +163,19 @@ def downloaded(registry, tmp_path, plain_client):
     archive.write_bytes(b"chart bytes" * 50)
     chart = ResolvedChart("app", "1.0.0", "https://charts.example.com", "core", archive)
     images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "core") for name in built]
-    report = download(images, [chart], tmp_path / "bundle", client=plain_client, platforms=None, progress=False)
+    report = download(images, [chart], tmp_path / "bundle", client=plain_client, platforms=None)
     assert report.ok
     return tmp_path / "bundle", built
+
+
+def verify(root) -> VerifyReport:
+    return verify_bundle(Bundle.open(root))
+
+
+def rewrite_checksums(root) -> None:
+    """SHA256SUMS made again over what is there now, as someone covering up a change would."""
+    directory = BundleDir(root)
+    write_checksums(directory, directory.read_lock())
 
 
 def flip_byte(path, offset: int) -> None:
@@ -175,7 +188,7 @@ def flip_byte(path, offset: int) -> None:
 
 def test_verify_passes_on_a_fresh_bundle_and_counts_what_it_checked(downloaded):
     root, built = downloaded
-    report = verify(root, progress=False)
+    report = verify(root)
     assert report.ok and report.files_checked == 4 and report.images_checked == 2 and report.charts_checked == 1
     assert report.blobs_checked == sum(len(b.blobs) for b in built.values())
     assert report.bytes_checked == sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
@@ -220,7 +233,7 @@ def test_unlisted_files_are_reported_and_missing_ones_are_errors(downloaded):
     with pytest.raises(CorruptBundle, match=r"charts/app-1.0.0.tgz is listed in SHA256SUMS but missing") as caught:
         verify(root)
     assert caught.value.report.missing == ["charts/app-1.0.0.tgz"]
-    write_checksums(root)  # a SHA256SUMS rewritten without it does not hide it: the lock still lists it
+    rewrite_checksums(root)  # a SHA256SUMS rewritten without it does not hide it: the lock still lists it
     with pytest.raises(CorruptBundle, match=r"charts/app-1.0.0.tgz: listed in the lock file but not in SHA256SUMS"):
         verify(root)
 
@@ -230,6 +243,41 @@ def test_a_tarball_replaced_by_another_image_is_caught_against_the_lock(download
     one = next((root / "images").glob("*verify_one*"))
     two = next((root / "images").glob("*verify_two*"))
     one.write_bytes(two.read_bytes())
-    write_checksums(root)  # even with SHA256SUMS rewritten to match, the lock says what belongs there
+    rewrite_checksums(root)  # even with SHA256SUMS rewritten to match, the lock says what belongs there
     with pytest.raises(CorruptBundle, match=rf"images/{one.name} \(blob sha256:\w+\): not in the lock file"):
+        verify(root)
+
+
+def test_a_tarball_edited_with_sha256sums_rewritten_is_caught_by_the_lock(downloaded):
+    """Renaming the image in manifest.json changes no blob; the lock's file_sha256 still tells."""
+    import tarfile
+
+    root, _ = downloaded
+    tar = next((root / "images").glob("*verify_two*"))
+    with tarfile.open(tar) as archive:
+        member = archive.getmember("manifest.json")
+    data = bytearray(tar.read_bytes())
+    start = member.offset_data
+    text = bytes(data[start : start + member.size])
+    assert b"verify/two:1.0" in text
+    data[start : start + member.size] = text.replace(b"verify/two:1.0", b"verify/evil:1")
+    tar.write_bytes(bytes(data))
+    rewrite_checksums(root)
+    with pytest.raises(CorruptBundle, match=rf"images/{tar.name}: sha256 is \w+, the lock says \w+"):
+        verify(root)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_a_tarball_that_is_not_a_regular_file_is_refused_without_reading_it(downloaded, kind):
+    import os
+
+    root, _ = downloaded
+    tar = next((root / "images").glob("*verify_one*"))
+    tar.unlink()
+    if kind == "fifo":
+        os.mkfifo(tar)
+    else:
+        tar.symlink_to("/dev/zero")
+    with pytest.raises(CorruptBundle, match=rf"images/{tar.name}: is not a regular file"):
         verify(root)

@@ -12,24 +12,46 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import __version__
-from ._chart import load_chart
-from ._exceptions import ValuesError, WsmError
-from ._fetch import ChartSource, FetchOptions
+from ._bundle import Bundle
+from ._exceptions import Hint, ValuesError, WsmError
+from ._fetch import FetchOptions
+from ._format import human_bytes
 from ._helmrepo import RepoAuth
-from ._remote import Platform, RegistryClient, RegistryOptions
 from ._http import TransportOptions
-from ._manifest import ChartEntry, ReleaseManifest, load_manifest
+from ._manifest import ReleaseManifest, load_manifest
 from ._model import ResolvedImage
-from ._resolve import Resolution, ResolveOptions, drift, from_lock, resolve_release
-from ._values import Values, merge, parse_set, load_values_file
+from ._remote import Platform, RegistryClient, RegistryOptions
+from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
+from ._values import Values, load_values_file, merge, parse_set
+
+if TYPE_CHECKING:
+    from ._push import PushReport
 
 OUTPUTS = ("text", "json", "yaml", "plain")
 DEFAULT_PLATFORM = "linux/amd64"
+
+# A library error's remedy, in this command's words: the library cannot name the options that give it.
+HINTS = {
+    Hint.BUNDLE: "pick another --bundle",
+    Hint.CA_FILE: "pass --ca-file with the site's CA, or --insecure to skip verification",
+    Hint.CA_FILE_FORMAT: "give --ca-file the CA certificate as PEM",
+    Hint.PLAIN_HTTP: "pass --plain-http if it is meant to be plain HTTP",
+    Hint.CREDENTIALS: "check --username/--password-stdin or run `docker login` for that registry",
+    Hint.MAPPING: "name one of them explicitly with --mapping FILE",
+    Hint.ON_EXISTING: "use --on-existing skip or overwrite if that is intended",
+    Hint.HELM: "install helm, or pass --helm PATH (or set WSM_HELM)",
+    Hint.RESOLVE: "run with --resolve to fetch its charts",
+}
+
+
+def describe(error: WsmError) -> str:
+    """The one line printed for `error`, its remedy worded with this command's options."""
+    return f"{error.message}; {HINTS[error.hint]}" if error.hint else str(error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except WsmError as error:
-        print(f"wsm: error: {error}", file=sys.stderr)
+        print(f"wsm: error: {describe(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("wsm: interrupted; run the same command again to continue", file=sys.stderr)
@@ -67,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 # --- shared option groups ---------------------------------------------------------------------------------------
 
 
-def add_release_options(parser: argparse.ArgumentParser) -> None:
+def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -> None:
+    """Which release; `lock`: offer --resolve, for commands that can list a release from its lock."""
     group = parser.add_argument_group("release (default: the embedded W&B manifest)")
     group.add_argument("--manifest", type=Path, metavar="FILE", help="a release manifest (see manifests/README.md)")
     group.add_argument(
@@ -81,8 +104,10 @@ def add_release_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--set", action="append", default=[], metavar="[CHART:]KEY=VAL", help="a value, as helm --set")
     group.add_argument("--set-string", action="append", default=[], metavar="[CHART:]KEY=VAL", help="as helm --set-string")
-    group.add_argument("--resolve", action="store_true", help="fetch the charts and derive the images (else: the lock)")
-    group.add_argument("--render", action="store_true", help="also run `helm template` and compare (implies --resolve)")
+    if lock:
+        group.add_argument("--resolve", action="store_true",
+                           help="fetch the charts and derive the images (else: the manifest's lock)")
+    group.add_argument("--render", action="store_true", help="also run `helm template` and compare the images found")
     group.add_argument("--helm", metavar="PATH", help="the helm binary for --render (default: helm on PATH)")
 
 
@@ -126,29 +151,15 @@ def fetch_options(args: argparse.Namespace) -> FetchOptions:
 
 
 def select_release(args: argparse.Namespace) -> ReleaseManifest:
-    if args.chart and args.manifest:
+    if args.chart is not None and args.manifest:
         raise WsmError("give --manifest or --chart, not both")
-    if args.chart:
-        return single_chart_release(args.chart, args.repo, args.chart_version)
+    if args.chart is not None:
+        if not args.chart.strip():
+            raise WsmError("--chart is empty: give a chart directory, a .tgz, oci://... or a name with --repo URL")
+        return ReleaseManifest.single_chart(args.chart, args.repo, args.chart_version)
     if args.repo or args.chart_version:
         raise WsmError("--repo and --version go with --chart")
     return load_manifest(args.manifest)
-
-
-def single_chart_release(ref: str, repo: str | None, version: str | None) -> ReleaseManifest:
-    if repo:
-        source = ChartSource(chart=ref, version=version, repo=repo)
-    elif ref.startswith("oci://"):
-        source = ChartSource(chart=ref.rstrip("/").rsplit("/", 1)[-1], version=version, oci=ref)
-    elif Path(ref).exists():
-        source = ChartSource(chart=load_chart(Path(ref)).name, path=Path(ref))
-    else:
-        raise WsmError(f"--chart {ref}: no such file or directory; for a repository chart add --repo URL")
-    name = source.chart
-    entry = ChartEntry(name=name, group=name, source=source)
-    return ReleaseManifest(
-        name=name, description="", charts=(entry,), images=(), lock=None, origin=f"--chart {ref}", text=""
-    )
 
 
 def user_values(args: argparse.Namespace, release: ReleaseManifest) -> dict[str, Values]:
@@ -173,19 +184,11 @@ def chart_option(item: str, separator: str, release: ReleaseManifest, option: st
     raise ValuesError(f"{option} {item}: name the chart it is for ({'|'.join(release.chart_names)}), e.g. CHART=FILE")
 
 
-def resolve(args: argparse.Namespace, release: ReleaseManifest) -> Resolution:
-    """The lock when it can serve, else (or with --resolve/--render/values) the charts themselves."""
-    layers = user_values(args, release)
-    fresh = args.resolve or args.render or bool(layers) or release.lock is None
-    if not fresh:
-        return from_lock(release)
-    options = ResolveOptions(
-        fetch=fetch_options(args), user_values=layers, render=args.render, helm=args.helm, progress=_progress
+def resolve_options(args: argparse.Namespace, release: ReleaseManifest) -> ResolveOptions:
+    return ResolveOptions(
+        fetch=fetch_options(args), user_values=user_values(args, release), render=args.render, helm=args.helm,
+        progress=_progress,
     )
-    resolution = resolve_release(release, options)
-    if release.lock is not None and not layers:
-        resolution.notes += drift(from_lock(release), resolution)
-    return resolution
 
 
 def _progress(message: str) -> None:
@@ -208,7 +211,7 @@ def _add_list(commands) -> None:
 def run_list(args: argparse.Namespace) -> int:
     platforms = parse_platforms(args.platform)
     release = select_release(args)
-    resolution = resolve(args, release)
+    resolution = resolve(release, resolve_options(args, release), fresh=args.resolve)
     for note in resolution.notes:
         print(f"wsm: note: {note}", file=sys.stderr)
     if args.why:
@@ -300,7 +303,7 @@ def print_data(data: Any, output: str) -> None:
 
 def _add_download(commands) -> None:
     parser = commands.add_parser("download", help="download the release's images and charts into a bundle")
-    add_release_options(parser)
+    add_release_options(parser, lock=False)  # a bundle always needs the charts themselves
     add_transport_options(parser)
     add_bundle_option(parser)
     platforms = parser.add_mutually_exclusive_group()
@@ -338,9 +341,8 @@ def run_download(args: argparse.Namespace) -> int:
 
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
     release = select_release(args)
-    args.resolve = True  # the bundle needs the charts themselves, not only the lock
-    resolution = resolve(args, release)
-    images = with_locked_images(release, resolution)
+    resolution = resolve_for_bundle(release, resolve_options(args, release))
+    images = resolution.images
     quiet = args.quiet or args.output == "json"
     for note in resolution.notes:
         _say(quiet, f"wsm: note: {note}")
@@ -357,14 +359,6 @@ def run_download(args: argparse.Namespace) -> int:
     else:
         _print_download_summary(report)
     return 0 if report.ok else 1
-
-
-def with_locked_images(release: ReleaseManifest, resolution: Resolution) -> list[ResolvedImage]:
-    """The resolved images plus any the manifest's lock names that resolving did not find: nothing is dropped."""
-    if release.lock is None:
-        return resolution.images
-    found = {image.reference for image in resolution.images}
-    return resolution.images + [image for image in from_lock(release).images if image.reference not in found]
 
 
 def download_credentials(args: argparse.Namespace, mirrors: dict[str, str]) -> dict[str, Any]:
@@ -439,15 +433,16 @@ def _add_verify(commands) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ._bundle import verify
+    from ._verify import verify
 
     quiet = args.quiet or args.output == "json"
-    report = verify(args.bundle, progress=show_bar(quiet), allow_incomplete=args.allow_incomplete)
+    with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
+        report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
         print(f"\u2713 {args.bundle}: {report.files_checked} files, {report.images_checked} images "
-              f"({report.blobs_checked} blobs), {report.charts_checked} charts, {_human(report.bytes_checked)}: "
+              f"({report.blobs_checked} blobs), {report.charts_checked} charts, {human_bytes(report.bytes_checked)}: "
               "every digest matches")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
@@ -465,7 +460,7 @@ def _add_load(commands) -> None:
 def run_load(args: argparse.Namespace) -> int:
     from ._load import load
 
-    for name in load(args.bundle, docker_host=args.docker_host, images=args.images or None):
+    for name in load(Bundle.open(args.bundle), docker_host=args.docker_host, images=args.images or None):
         print(f"\u2713 loaded {name}")
     return 0
 
@@ -495,23 +490,22 @@ def _add_push(commands) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from ._push import PushOptions, release_of, push_release
-    from ._bundle import Bundle
+    from ._push import OnExisting, PushOptions, push_release
 
-    lock = Bundle(args.bundle).read_lock()
-    release = release_of(lock) if lock else None
+    bundle = Bundle.open(args.bundle)
     password = read_password(args)
     options = PushOptions(
         registry=args.registry, helm_repo=args.helm_repo, helm_repo_type=args.helm_repo_type, mapping=args.mapping,
-        on_existing=args.on_existing, concurrency=args.concurrency, dry_run=args.dry_run,
-        site_values=_chart_files(args.site_values, release, "--site-values", load=True),
-        user_values_files=_chart_files(args.values, release, "--values", load=False),
+        on_existing=OnExisting(args.on_existing), concurrency=args.concurrency, dry_run=args.dry_run,
+        site_values={name: load_values_file(path) for name, path in
+                     _chart_files(args.site_values, bundle.release, "--site-values").items()},
+        user_values_files=_chart_files(args.values, bundle.release, "--values"),
         repo_auth=RepoAuth(args.username, password),
     )
     quiet = args.quiet or args.output == "json"
     with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
-            _byte_bar(not show_bar(quiet)) as bar:
-        report = push_release(args.bundle, options, client, progress=bar, transport=transport_options(args))
+            ProgressBar("pushing", enabled=show_bar(quiet)) as bar:
+        report = push_release(bundle, options, client, progress=bar, transport=transport_options(args))
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -519,54 +513,60 @@ def run_push(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-def _chart_files(items: list[str], release: ReleaseManifest | None, option: str, *, load: bool) -> dict[str, Any]:
-    """`[CHART=]FILE` options by chart: loaded values (`load`), or the paths of files to rewrite."""
-    if release is None:
-        return {}
-    result: dict[str, Any] = {}
+def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dict[str, Path]:
+    """`[CHART=]FILE` options by chart name; each file must exist."""
+    result: dict[str, Path] = {}
     for item in items:
         name, path = chart_option(item, "=", release, option)
-        if not load and not Path(path).is_file():
-            raise ValuesError(f"values file {path} does not exist")
-        result[name] = load_values_file(Path(path)) if load else Path(path)
+        if not Path(path).is_file():
+            raise ValuesError(f"{option} {path}: the file does not exist")
+        result[name] = Path(path)
     return result
 
 
-class _byte_bar:
-    """A tqdm bytes bar on stderr as a progress callback (silent when quiet)."""
+class ProgressBar:
+    """A tqdm bytes bar on stderr that library calls report to (the `Progress` protocol); when not `enabled`
+    (quiet, or not a terminal) it draws nothing. Thread-safe: tqdm serialises its own updates."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
-
-    def __enter__(self):
-        if self.quiet:
-            return None
+    def __init__(self, description: str, *, enabled: bool):
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, desc="pushing", leave=False)
-        return self.bar.update
+        self._bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, desc=description,
+                         disable=not enabled, leave=False, dynamic_ncols=True)
 
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def expect(self, count: int) -> None:
+        self._bar.total = (self._bar.total or 0) + count
+        self._bar.refresh()
+
+    def advance(self, count: int) -> None:
+        self._bar.update(count)
+
+    def write(self, line: str) -> None:
+        """A line printed above the bar, leaving the bar intact."""
+        self._bar.write(line, file=sys.stderr)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
 
 
-def _print_push(report) -> None:
+def _print_push(report: PushReport) -> None:
     from ._push import image_totals
 
     if report.runbook:
         print(report.runbook)
     else:
         for job in report.images:
-            print(f"{job.result:<12} {job.source} -> {job.target} ({_human(job.bytes_sent)})")
+            print(f"{job.result.value:<12} {job.source} -> {job.target} ({human_bytes(job.bytes_sent)})")
         for chart in report.charts:
             print(f"{chart.result:<12} chart {chart.name} {chart.version} -> {chart.target}")
     if not report.helm_repo:
         print("note: no --helm-repo given: charts were not published and no values or runbook were written")
     totals = image_totals(report.images)
     verb = "would send" if report.dry_run else "sent"
-    print(f"{totals['images']} images: {verb} {_human(totals['bytes_sent'])} in {totals['blobs_sent']} blobs, "
+    print(f"{totals['images']} images: {verb} {human_bytes(totals['bytes_sent'])} in {totals['blobs_sent']} blobs, "
           f"{totals['blobs_present']} blobs already there, {totals['blobs_mounted']} mounted")
     for path in report.files:
         print(f"wrote {path}")

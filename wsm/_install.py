@@ -8,7 +8,7 @@ the image overrides; a chart whose defaults have an `airgapped` switch (the W&B 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,8 @@ def write_install_files(
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for entry in manifest.charts:
-        overrides, unredirected = image_overrides(images, targets, entry.name)
+        overrides, unredirected = chart_overrides(images, targets, entry.name, charts.get(entry.name))
         values = merge(merge(entry.values, (site_values or {}).get(entry.name, {})), overrides)
-        chart = charts.get(entry.name)
-        if chart is not None and "airgapped" in chart.values:
-            values["airgapped"] = True
         if entry.resource is not None:
             document = custom_resource(entry, values, locations[entry.name])
             path = directory / entry.resource.file
@@ -80,6 +77,17 @@ def write_install_files(
         path.write_text(_header(entry, kind) + yaml.safe_dump(document, sort_keys=False))
         written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document))))
     return written
+
+
+def chart_overrides(
+    images: Iterable[ResolvedImage], targets: Mapping[Reference, Reference], name: str, chart: Chart | None
+) -> tuple[Values, list[str]]:
+    """What the site sets for the release chart `name`: every image at the internal registry, and air-gapped
+    mode where the chart has that switch (the W&B operator); plus the images no values path can redirect."""
+    overrides, unredirected = image_overrides(images, targets, name)
+    if chart is not None and "airgapped" in chart.values:
+        overrides["airgapped"] = True
+    return overrides, unredirected
 
 
 def custom_resource(entry: ChartEntry, values: Values, location: ChartLocation) -> dict[str, Any]:

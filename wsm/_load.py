@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import docker
 import docker.errors
 import requests
 
-from ._bundle import Bundle, LockedImage, iter_images
+from ._bundle import Bundle
+from ._lock import BundleImage
 from ._exceptions import BundleError, CorruptBundle, WsmError
 from ._layout import hash_file
 
@@ -22,7 +22,7 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def load(
-    bundle_dir: Path, *, docker_host: str | None = None, images: Sequence[str] | None = None, check: bool = True
+    bundle: Bundle, *, docker_host: str | None = None, images: Sequence[str] | None = None, check: bool = True
 ) -> list[str]:
     """Load the bundle's images (those of the last download's release, or the ones named in `images`:
     source reference, familiar name or tarball name) into the Docker engine; return the names loaded.
@@ -30,13 +30,7 @@ def load(
     `check`: hash each tarball against the lock first. Docker checks the layers it imports, but skips the
     ones it already has, so a damaged tarball could otherwise load without a word.
     """
-    bundle = Bundle(bundle_dir)
-    lock = bundle.read_lock()
-    if lock is None:
-        raise BundleError(f"{bundle.lock_path} is missing: not a wsm bundle; give the directory wsm download wrote")
-    entries = iter_images(lock, images)
-    if images is None:
-        entries = [entry for entry in entries if entry.in_release]
+    entries = bundle.lock.release_images() if images is None else bundle.lock.select(images)
     client = connect(docker_host)
     try:
         return [name for entry in entries for name in _load_one(client, bundle, entry, check)]
@@ -55,12 +49,13 @@ def connect(docker_host: str | None) -> docker.DockerClient:
     return client
 
 
-def _load_one(client: docker.DockerClient, bundle: Bundle, entry: LockedImage, check: bool) -> list[str]:
-    path = bundle.root / entry.file
+def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, check: bool) -> list[str]:
+    path = bundle.path(entry)
     if not path.is_file():
-        raise BundleError(f"{entry.file} is missing from bundle {bundle.root}; run wsm verify")
+        raise BundleError(f"{entry.file} is missing from bundle {bundle.root}; run wsm verify", path=path)
     if check and hash_file(path).sha256 != entry.file_sha256:
-        raise CorruptBundle(f"{entry.file} does not match the bundle's lock file: it is damaged; run wsm verify")
+        raise CorruptBundle(f"{entry.file} does not match the bundle's lock file: it is damaged; run wsm verify",
+                            path=path)
     loaded: list[str] = []
     try:
         with open(path, "rb") as handle:

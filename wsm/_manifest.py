@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._exceptions import InvalidReference, ManifestError
+from ._exceptions import ChartError, InvalidReference, ManifestError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
 from ._reference import Reference
 from ._yaml import load_mapping
+
+if TYPE_CHECKING:
+    from ._lock import BundleLock
 
 API_VERSION = "wsm/v1"
 EMBEDDED = "wandb.yaml"
@@ -64,27 +67,64 @@ class ExtraImage:
 
 
 @dataclass(frozen=True)
-class LockedChart:
+class PinnedChart:
+    """A chart version the release's lock section pins (what `wsm list` shows offline)."""
+
     name: str
     version: str
     digest: str | None = None
 
 
 @dataclass(frozen=True)
-class Lock:
-    charts: tuple[LockedChart, ...]
+class ReleaseLock:
+    """The manifest's `lock:` section: the release's charts and images as last resolved, for offline listing.
+    (Not the bundle's lock: that is `wsm._lock.BundleLock`, what a bundle holds.)"""
+
+    charts: tuple[PinnedChart, ...]
     images: tuple[ResolvedImage, ...]
 
 
 @dataclass(frozen=True)
 class ReleaseManifest:
     name: str
-    description: str
     charts: tuple[ChartEntry, ...]
-    images: tuple[ExtraImage, ...]
-    lock: Lock | None
-    origin: str
-    text: str  # the manifest as written, recorded in bundles
+    origin: str  # where it came from, for messages: a file, "embedded manifest ...", "--chart REF"
+    description: str = ""
+    images: tuple[ExtraImage, ...] = ()
+    lock: ReleaseLock | None = None
+    text: str = ""  # the manifest as written, recorded in bundles ("" when there was no file)
+
+    @classmethod
+    def single_chart(cls, ref: str, repo: str | None = None, version: str | None = None) -> ReleaseManifest:
+        """A release of one chart: `ref` is a name in the classic repository `repo`, an oci:// reference, or a
+        chart directory or .tgz. It is named after the chart."""
+        if not ref.strip():
+            raise ManifestError("the chart reference is empty; give a directory, a .tgz, oci://... or a name")
+        if repo:
+            source = ChartSource(chart=ref, version=version, repo=repo)
+        elif ref.startswith("oci://"):
+            source = ChartSource(chart=ref.rstrip("/").rsplit("/", 1)[-1], version=version, oci=ref)
+        elif Path(ref).exists():
+            from ._chart import load_chart
+
+            source = ChartSource(chart=load_chart(Path(ref)).name, path=Path(ref))
+        else:
+            raise ChartError(f"chart {ref}: no such file or directory; for a repository chart give its repository")
+        entry = ChartEntry(name=source.chart, group=source.chart, source=source)
+        return cls(name=source.chart, charts=(entry,), origin=f"chart {ref}")
+
+    @classmethod
+    def from_bundle(cls, lock: BundleLock) -> ReleaseManifest:
+        """The release a bundle was made for: the manifest its lock keeps, or (a single-chart bundle) one entry
+        per chart it holds. A bundle of images only has no chart."""
+        if lock.manifest:
+            return parse_manifest(lock.manifest, "the bundle's release manifest", base=None)
+        entries = tuple(
+            ChartEntry(name=chart.name, group=chart.group, source=_source_at(chart.source, chart.name, chart.version),
+                       release=chart.release)
+            for chart in lock.release_charts()
+        )
+        return cls(name=entries[0].name if len(entries) == 1 else "", charts=entries, origin="the bundle")
 
     @property
     def groups(self) -> list[str]:
@@ -134,13 +174,22 @@ def parse_manifest(text: str, origin: str, base: Path | None) -> ReleaseManifest
     lock = _lock(check, data["lock"], set(c.name for c in charts)) if data.get("lock") is not None else None
     return ReleaseManifest(
         name=check.string(data, "name", ""),
-        description=str(data.get("description") or ""),
         charts=charts,
+        origin=origin,
+        description=str(data.get("description") or ""),
         images=images,
         lock=lock,
-        origin=origin,
         text=text,
     )
+
+
+def _source_at(location: str, chart: str, version: str) -> ChartSource:
+    """Where a bundle's chart came from, as a source of the same kind."""
+    if location.startswith("oci://"):
+        return ChartSource(chart=chart, version=version, oci=location)
+    if location.startswith(("http://", "https://")):
+        return ChartSource(chart=chart, version=version, repo=location)
+    return ChartSource(chart=chart, version=version, path=Path(location))
 
 
 def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntry:
@@ -221,7 +270,7 @@ def _extra(check: _Checker, item: Any, key: str) -> ExtraImage:
     )
 
 
-def _lock(check: _Checker, data: Any, chart_names: set[str]) -> Lock:
+def _lock(check: _Checker, data: Any, chart_names: set[str]) -> ReleaseLock:
     data = check.mapping(data, "lock", {"charts", "images", "generated"})
     charts = []
     for i, item in enumerate(check.list(data, "lock.charts", True)):
@@ -229,7 +278,7 @@ def _lock(check: _Checker, data: Any, chart_names: set[str]) -> Lock:
         name = check.string(item, f"lock.charts[{i}].name")
         if name not in chart_names:
             check.fail(f"lock.charts[{i}].name", f"{name!r} is not one of the manifest's charts")
-        charts.append(LockedChart(name, check.string(item, f"lock.charts[{i}].version"), item.get("digest")))
+        charts.append(PinnedChart(name, check.string(item, f"lock.charts[{i}].version"), item.get("digest")))
     images = []
     for i, item in enumerate(check.list(data, "lock.images", True)):
         key = f"lock.images[{i}]"
@@ -242,7 +291,7 @@ def _lock(check: _Checker, data: Any, chart_names: set[str]) -> Lock:
             except (KeyError, ValueError) as error:
                 check.fail(f"{key}.sources[{j}]", f"needs `chart` and a valid `method` ({error})")
         images.append(ResolvedImage(reference, check.string(item, f"{key}.group"), tuple(sources)))
-    return Lock(tuple(charts), tuple(images))
+    return ReleaseLock(tuple(charts), tuple(images))
 
 
 def _reference(check: _Checker, text: str, key: str) -> Reference:

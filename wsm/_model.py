@@ -6,6 +6,7 @@ on to the pusher, which rewrites exactly those values paths to point at the inte
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -93,6 +94,20 @@ class ResolvedImage:
             group=data["group"],
             sources=tuple(ImageSource.from_dict(s) for s in data.get("sources", ())),
         )
+
+
+def merge_images(images: Iterable[ResolvedImage]) -> list[ResolvedImage]:
+    """One entry per reference, in the order first seen: the places an image was found are merged, and the
+    first group it was found in stays its group."""
+    merged: dict[Reference, ResolvedImage] = {}
+    for image in images:
+        first = merged.get(image.reference)
+        if first is None:
+            merged[image.reference] = image
+        else:
+            sources = first.sources + tuple(s for s in image.sources if s not in first.sources)
+            merged[image.reference] = ResolvedImage(first.reference, first.group, sources)
+    return list(merged.values())
 
 
 @dataclass(frozen=True)

@@ -9,39 +9,61 @@ repository of the same registry has is mounted. A tag that exists with another d
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle, Lock, LockedImage, verify, write_atomically
+from ._bundle import Bundle
 from ._chart import Chart, chart_from_archive
-from ._exceptions import BundleError, TagConflict, WsmError
-from ._fetch import ChartSource
+from ._exceptions import BundleError, Hint, TagConflict, WsmError
+from ._files import write_atomically
+from ._http import TransportOptions
+from ._install import ChartLocation, InstallFile, chart_overrides, write_install_files
+from ._layout import blob_member, tar_members
+from ._lock import BundleImage
 from ._helmoci import push_chart
 from ._helmrepo import RepoAuth, publish_chart
-from ._http import TransportOptions
-from ._install import ChartLocation, write_install_files
-from ._layout import blob_member, tar_members
-from ._manifest import ChartEntry, ReleaseManifest, parse_manifest
+from ._manifest import ReleaseManifest
 from ._model import ResolvedImage
-from ._overrides import image_overrides, rewrite_values_file
+from ._overrides import rewrite_values_file
+from ._progress import NO_PROGRESS, Progress
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import MovedChart, MovedImage, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values
+from ._verify import verify
 
-ON_EXISTING = ("fail", "skip", "overwrite")
+RUNBOOK_FILE = "RUNBOOK.md"
+
+
+class OnExisting(str, Enum):
+    """What to do with a tag the target already has at another digest."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+
+
+class PushResult(str, Enum):
+    """What happened to one image; the values are what reports and the runbook print."""
+
+    SENT = "sent"
+    PRESENT = "present"  # the target already had this digest under the tag
+    SKIPPED = "skipped (tag exists)"  # another digest is there and the policy said skip
+    WOULD_SEND = "would send"  # a dry run
+    FAILED = "failed"
 
 
 @dataclass
 class ImagePush:
-    source: str
-    target: str
-    digest: str
-    result: str = ""
+    source: Reference
+    target: Reference
+    digest: str  # of what goes under the tag: the bundle's top manifest or index
+    result: PushResult = PushResult.FAILED
     bytes_sent: int = 0
     blobs_sent: int = 0
     blobs_present: int = 0
@@ -49,10 +71,17 @@ class ImagePush:
     error: str | None = None
 
     def moved(self) -> MovedImage:
-        return MovedImage(self.source, self.digest, self.target, self.result, self.bytes_sent)
+        return MovedImage(self.source.canonical, self.digest, self.target.canonical, self.result.value, self.bytes_sent)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        data: dict[str, Any] = {
+            "source": self.source.canonical, "target": self.target.canonical, "digest": self.digest,
+            "result": self.result.value, "bytes_sent": self.bytes_sent, "blobs_sent": self.blobs_sent,
+            "blobs_present": self.blobs_present, "blobs_mounted": self.blobs_mounted,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        return data
 
 
 @dataclass
@@ -74,34 +103,29 @@ class _Mounts:
 
 def push_images(
     bundle: Bundle,
-    lock: Lock,
-    targets: dict[Reference, Reference],
+    targets: Mapping[Reference, Reference],
     client: RegistryClient,
     *,
-    on_existing: str = "fail",
+    on_existing: OnExisting = OnExisting.FAIL,
     concurrency: int = 4,
     dry_run: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> list[ImagePush]:
-    """Push every image of the bundle; one image failing does not stop the others (its error is recorded)."""
-    pusher = _ImagePusher(client, on_existing, dry_run, progress or _ignore)
+    """Push the images of the bundle's release; one failing does not stop the others (its error is recorded)."""
+    pusher = _ImagePusher(client, on_existing, dry_run, progress)
 
-    def one(entry: LockedImage) -> ImagePush:
-        target = targets[Reference.parse(entry.image)]
-        job = ImagePush(entry.image, target.canonical, entry.top["digest"])
+    def one(entry: BundleImage) -> ImagePush:
+        job = ImagePush(entry.reference, targets[entry.reference], entry.top.digest)
         try:
-            pusher.push(_Tarball(bundle.root / entry.file), entry, target, job)
+            pusher.push(_Tarball(bundle.path(entry)), entry, job)
         except WsmError as error:
-            job.result, job.error = "failed", str(error)
+            job.result, job.error = PushResult.FAILED, str(error)
         return job
 
-    entries = [entry for entry in lock.images.values() if entry.in_release]
+    entries = bundle.lock.release_images()
+    progress.expect(sum(blob.size for entry in entries for blob in entry.blobs))
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         return list(pool.map(one, entries))
-
-
-def _ignore(_: int) -> None:
-    pass
 
 
 class _Tarball:
@@ -114,10 +138,12 @@ class _Tarball:
     def segment(self, descriptor: Descriptor) -> FileSegment:
         name = blob_member(descriptor.digest)
         if name not in self.members:
-            raise BundleError(f"{self.path.name}: blob {descriptor.digest} is missing; run wsm verify, then download again")
+            raise BundleError(f"{self.path.name}: blob {descriptor.digest} is missing; run wsm verify, then download "
+                              "again", path=self.path)
         offset, size = self.members[name]
         if size != descriptor.size:
-            raise BundleError(f"{self.path.name}: blob {descriptor.digest} holds {size} bytes, not {descriptor.size}")
+            raise BundleError(f"{self.path.name}: blob {descriptor.digest} holds {size} bytes, not {descriptor.size}",
+                              path=self.path)
         return FileSegment(self.path, offset, size)
 
     def manifest(self, descriptor: Descriptor) -> Manifest:
@@ -130,16 +156,17 @@ class _Tarball:
 @dataclass
 class _ImagePusher:
     client: RegistryClient
-    on_existing: str
+    on_existing: OnExisting
     dry_run: bool
-    progress: Callable[[int], None]
+    progress: Progress
     mounts: _Mounts = field(default_factory=_Mounts)
 
-    def push(self, tarball: _Tarball, entry: LockedImage, target: Reference, job: ImagePush) -> None:
-        top = Descriptor.from_dict(entry.top, f"{entry.file} index.json")
-        if not self._tag_allows(target, top, job):
+    def push(self, tarball: _Tarball, entry: BundleImage, job: ImagePush) -> None:
+        target = job.target
+        if not self._tag_allows(target, entry.top, job):
+            self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
-        top_manifest = tarball.manifest(top)
+        top_manifest = tarball.manifest(entry.top)
         children = [tarball.manifest(child) for child in top_manifest.children()]
         for manifest in children + [top_manifest]:  # an index only after every manifest it names
             for blob in [] if manifest.is_index else [manifest.config(), *manifest.layers()]:
@@ -149,35 +176,34 @@ class _ImagePusher:
                 by_digest = target.with_tag(None).with_digest(manifest.digest)
                 where = target.with_digest(None) if manifest is top_manifest and target.tag else by_digest
                 self.client.put_manifest(where, manifest.raw, manifest.media_type)
-        job.result = "would send" if self.dry_run else "sent"
+        job.result = PushResult.WOULD_SEND if self.dry_run else PushResult.SENT
 
     def _tag_allows(self, target: Reference, top: Descriptor, job: ImagePush) -> bool:
         """False when there is nothing to do: the same digest is there, or the tag policy says skip."""
         existing = self.client.head_manifest(target)
-        if existing is None or (self.on_existing == "overwrite" and existing.digest != top.digest):
+        if existing is None or (self.on_existing is OnExisting.OVERWRITE and existing.digest != top.digest):
             return True
         if existing.digest == top.digest:
-            job.result = "present"
+            job.result = PushResult.PRESENT
             return False
-        message = (f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}; "
-                   "use --on-existing skip or overwrite if that is intended")
-        if self.on_existing == "skip":
-            job.result, job.error = "skipped (tag exists)", message
+        message = f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}"
+        if self.on_existing is OnExisting.SKIP:
+            job.result, job.error = PushResult.SKIPPED, message
             return False
-        raise TagConflict(message)
+        raise TagConflict(message, hint=Hint.ON_EXISTING)
 
     def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
         if self.client.has_blob(target, blob.digest):
             job.blobs_present += 1
-            self.progress(blob.size)
+            self.progress.advance(blob.size)
         elif self.dry_run:
             job.blobs_sent += 1
             job.bytes_sent += blob.size
         elif self._mounted(blob, target):
             job.blobs_mounted += 1
-            self.progress(blob.size)
+            self.progress.advance(blob.size)
         else:
-            self.client.push_blob(target, blob, tarball.segment(blob), self.progress)
+            self.client.push_blob(target, blob, tarball.segment(blob), self.progress.advance)
             job.blobs_sent += 1
             job.bytes_sent += blob.size
         self.mounts.record(blob.digest, target.repository)
@@ -190,14 +216,13 @@ class _ImagePusher:
 def image_totals(jobs: Sequence[ImagePush]) -> dict[str, int]:
     return {
         "images": len(jobs),
-        "sent": sum(1 for j in jobs if j.result == "sent"),
-        "failed": sum(1 for j in jobs if j.result == "failed"),
+        "sent": sum(1 for j in jobs if j.result is PushResult.SENT),
+        "failed": sum(1 for j in jobs if j.result is PushResult.FAILED),
         "bytes_sent": sum(j.bytes_sent for j in jobs),
         "blobs_sent": sum(j.blobs_sent for j in jobs),
         "blobs_present": sum(j.blobs_present for j in jobs),
         "blobs_mounted": sum(j.blobs_mounted for j in jobs),
     }
-
 
 
 # --- the whole push: verify, images, charts, install files, runbook ------------------------------------------------
@@ -209,11 +234,11 @@ class PushOptions:
     helm_repo: str | None = None  # oci://... or https://...
     helm_repo_type: str = "auto"
     mapping: Path | None = None
-    on_existing: str = "fail"
+    on_existing: OnExisting = OnExisting.FAIL
     concurrency: int = 4
     dry_run: bool = False
-    site_values: dict[str, Values] = field(default_factory=dict)  # by chart name
-    user_values_files: dict[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
+    site_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name
+    user_values_files: Mapping[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
 
 
@@ -229,7 +254,7 @@ class PushReport:
 
     @property
     def failures(self) -> list[ImagePush]:
-        return [job for job in self.images if job.result == "failed"]
+        return [job for job in self.images if job.result is PushResult.FAILED]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,84 +263,78 @@ class PushReport:
             "dry_run": self.dry_run,
             "totals": image_totals(self.images),
             "images": [job.to_dict() for job in self.images],
-            "charts": [chart.__dict__ for chart in self.charts],
+            "charts": [chart.to_dict() for chart in self.charts],
             "files": self.files,
         }
 
 
 def push_release(
-    bundle_dir: Path, options: PushOptions, client: RegistryClient, *,
-    progress: Callable[[int], None] | None = None, transport: TransportOptions | None = None,
+    bundle: Bundle, options: PushOptions, client: RegistryClient, *,
+    progress: Progress = NO_PROGRESS, transport: TransportOptions | None = None,
 ) -> PushReport:
     """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
-    verify(bundle_dir)
-    bundle = Bundle(bundle_dir)
-    lock = bundle.read_lock()
-    manifest = release_of(lock)
+    verify(bundle)
+    release = bundle.release
     registry = TargetRegistry.parse(options.registry)
     mapping = load_mapping(options.mapping) if options.mapping else None
-    images = [ResolvedImage.from_dict(e.resolved) for e in lock.images.values() if e.in_release]
-    targets = plan_targets([Reference.parse(e.image) for e in lock.images.values() if e.in_release], registry, mapping)
-    jobs = push_images(bundle, lock, targets, client, on_existing=options.on_existing,
-                       concurrency=options.concurrency, dry_run=options.dry_run, progress=progress)
-    charts, moved, locations = _push_charts(bundle, lock, manifest, options, client, transport or TransportOptions())
+    entries = bundle.lock.release_images()
+    images = [entry.resolved for entry in entries]
+    targets = plan_targets([entry.reference for entry in entries], registry, mapping)
+    jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
+                       dry_run=options.dry_run, progress=progress)
+    charts, moved, locations = _push_charts(bundle, release, options, client, transport or TransportOptions())
     report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
-    if options.dry_run or not options.helm_repo or not manifest.charts:
+    if options.dry_run or not options.helm_repo or not release.charts:
         return report
-    files = write_install_files(bundle.root, manifest, images, targets, charts, locations, options.site_values)
-    for name, path in options.user_values_files.items():
-        overrides, _ = image_overrides(images, targets, name)
-        if name in charts and "airgapped" in charts[name].values:
-            overrides["airgapped"] = True
-        backup = rewrite_values_file(path, overrides)
-        report.files.append(f"{path} (backup {backup.name})")
-    report.runbook = runbook(manifest, bundle.root, registry.base, locations, files,
-                             [job.moved() for job in jobs], moved)
+    files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values)
+    rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
+                 options.user_values_files.items()]
+    report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
+                             moved)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
-    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + report.files
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
     return report
 
 
-RUNBOOK_FILE = "RUNBOOK.md"
-
-
-def release_of(lock: Lock) -> ReleaseManifest:
-    """The release the bundle was made for: its manifest, or (a --chart bundle) one entry per chart."""
-    if lock.manifest:
-        return parse_manifest(lock.manifest, "the bundle's release manifest", base=None)
-    entries = tuple(
-        ChartEntry(name=c.name, group=c.group, source=ChartSource(chart=c.name, version=c.version, repo=c.source),
-                   release=c.release)
-        for c in lock.charts.values() if c.in_release
-    )
-    return ReleaseManifest("", "", entries, (), None, "bundle", "")  # no chart: an images-only bundle
+def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
+                         targets: Mapping[Reference, Reference], charts: Mapping[str, Chart]) -> str:
+    overrides, _ = chart_overrides(images, targets, chart, charts.get(chart))
+    backup = rewrite_values_file(path, overrides)
+    return f"{path} (backup {backup.name})"
 
 
 def _push_charts(
-    bundle: Bundle, lock: Lock, manifest: ReleaseManifest, options: PushOptions, client: RegistryClient,
+    bundle: Bundle, manifest: ReleaseManifest, options: PushOptions, client: RegistryClient,
     transport: TransportOptions,
 ) -> tuple[dict[str, Chart], list[MovedChart], dict[str, ChartLocation]]:
+    from ._chartrepo import ChartRepository, open_repository  # to the module's imports once _helmoci/_helmrepo go
+
     charts: dict[str, Chart] = {}
     moved: list[MovedChart] = []
     locations: dict[str, ChartLocation] = {}
-    by_name = {c.name: c for c in lock.charts.values() if c.in_release}
-    for entry in manifest.charts:
-        locked = by_name.get(entry.source.chart)
-        if locked is None:
-            raise BundleError(f"the bundle has no chart {entry.source.chart} for {entry.name}; download again")
-        archive = (bundle.root / locked.file).read_bytes()
-        chart = chart_from_archive(archive, locked.file)
-        charts[entry.name] = chart
-        if not options.helm_repo:
-            continue
-        locations[entry.name] = ChartLocation(options.helm_repo, chart.name, chart.version)
-        if options.dry_run:
-            moved.append(MovedChart(chart.name, chart.version, options.helm_repo, "would publish"))
-            continue
-        if options.helm_repo.startswith("oci://"):
-            published = push_chart(client, options.helm_repo, archive, chart.metadata)
-        else:
-            published = publish_chart(options.helm_repo, archive, chart.metadata, transport, options.repo_auth,
-                                      options.helm_repo_type)
-        moved.append(MovedChart(chart.name, chart.version, published.url, "sent" if published.sent else "present"))
+    by_name = {c.name: c for c in bundle.lock.release_charts()}
+    repository: ChartRepository | None = None  # opened once, at the first chart to publish
+    try:
+        for entry in manifest.charts:
+            locked = by_name.get(entry.source.chart)
+            if locked is None:
+                raise BundleError(f"the bundle has no chart {entry.source.chart} for {entry.name}; download again",
+                                  path=bundle.root)
+            archive = bundle.path(locked).read_bytes()
+            chart = chart_from_archive(archive, locked.file)
+            charts[entry.name] = chart
+            if not options.helm_repo:
+                continue
+            locations[entry.name] = ChartLocation(options.helm_repo, chart.name, chart.version)
+            if options.dry_run:
+                moved.append(MovedChart(chart.name, chart.version, options.helm_repo, "would publish"))
+                continue
+            if repository is None:  # an OCI repository reuses the registry client of the images
+                repository = open_repository(options.helm_repo, transport=transport, auth=options.repo_auth,
+                                             registry_client=client, repo_type=options.helm_repo_type)
+            published = repository.publish(archive, chart.metadata)
+            moved.append(MovedChart(chart.name, chart.version, published.url, "sent" if published.sent else "present"))
+    finally:
+        if repository is not None:
+            repository.close()
     return charts, moved, locations

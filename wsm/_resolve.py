@@ -14,10 +14,10 @@ from typing import Any
 
 from ._chart import Chart, Dependency
 from ._discover import Found, images_in_annotation, images_in_values
-from ._exceptions import ChartError
+from ._exceptions import ChartError, Hint
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
-from ._model import ImageSource, Method, ResolvedChart, ResolvedImage
+from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
 from ._reference import Reference
 from ._render import render_images
 from ._values import Values, coalesce, get_path, join_path, merge, sub_values
@@ -139,9 +139,34 @@ class ResolveOptions:
     progress: Callable[[str], None] | None = None
 
 
+def resolve(manifest: ReleaseManifest, options: ResolveOptions = ResolveOptions(), *, fresh: bool = False
+            ) -> Resolution:
+    """The release's images: from its lock when that can serve (offline), else from the charts themselves.
+
+    The charts are read when `fresh` is asked, when rendering or user values are involved (the lock knows
+    neither), or when there is no lock; a fresh resolution of a locked release notes its drift from the lock.
+    """
+    locked = manifest.lock is not None and not options.user_values
+    if locked and not (fresh or options.render):
+        return from_lock(manifest)
+    resolution = resolve_release(manifest, options)
+    if locked:
+        resolution.notes += drift(from_lock(manifest), resolution)
+    return resolution
+
+
+def resolve_for_bundle(manifest: ReleaseManifest, options: ResolveOptions = ResolveOptions()) -> Resolution:
+    """What a bundle must carry: the charts themselves (a bundle needs their archives), their images, and any
+    image the manifest's lock names that resolving did not find: nothing is dropped."""
+    resolution = resolve(manifest, options, fresh=True)
+    if manifest.lock is not None:
+        resolution.images = merge_images([*resolution.images, *from_lock(manifest).images])
+    return resolution
+
+
 def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = ResolveOptions()) -> Resolution:
     """Fetch every chart of the release and derive its images (what `--resolve` does)."""
-    merged: dict[Reference, ResolvedImage] = {}
+    found: list[ResolvedImage] = []
     resolution = Resolution(images=[], charts=[])
     for entry in manifest.charts:
         if options.progress:
@@ -150,30 +175,25 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
         resolved_chart = _resolved_chart(entry, chart, options.fetch)
-        found = result.found
+        chart_found = result.found
         if options.render:
             location = resolved_chart.archive or entry.source.path
-            found = _with_render(entry, location, values, found, resolution, options)
-        for item in found:
-            _add(merged, item.reference, entry.group, item.source)
+            chart_found = _with_render(entry, location, values, chart_found, resolution, options)
+        found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in chart_found]
         resolution.skipped += result.skipped
         resolution.charts.append(resolved_chart)
-    for extra in manifest.images:
-        _add(merged, extra.reference, extra.group, ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None))
-    resolution.images = list(merged.values())
+    resolution.images = merge_images([*found, *_extra_images(manifest)])
     return resolution
 
 
 def from_lock(manifest: ReleaseManifest) -> Resolution:
     """The manifest's locked image list: what `wsm list` shows offline."""
     if manifest.lock is None:
-        raise ChartError(f"{manifest.origin} has no lock section: run with --resolve to fetch its charts")
-    merged: dict[Reference, ResolvedImage] = {}
-    for image in manifest.lock.images:
-        for source in image.sources or (ImageSource("(lock)", Method.LOCK),):
-            _add(merged, image.reference, image.group, source)
-    for extra in manifest.images:
-        _add(merged, extra.reference, extra.group, ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None))
+        raise ChartError(f"{manifest.origin} has no lock section", hint=Hint.RESOLVE)
+    locked = [
+        ResolvedImage(image.reference, image.group, image.sources or (ImageSource("(lock)", Method.LOCK),))
+        for image in manifest.lock.images
+    ]
     versions = {c.name: c for c in manifest.lock.charts}
     charts = [
         ResolvedChart(
@@ -186,7 +206,14 @@ def from_lock(manifest: ReleaseManifest) -> Resolution:
         )
         for e in manifest.charts
     ]
-    return Resolution(images=list(merged.values()), charts=charts, from_lock=True)
+    return Resolution(images=merge_images([*locked, *_extra_images(manifest)]), charts=charts, from_lock=True)
+
+
+def _extra_images(manifest: ReleaseManifest) -> list[ResolvedImage]:
+    return [
+        ResolvedImage(extra.reference, extra.group, (ImageSource("(manifest)", Method.MANIFEST, note=extra.why or None),))
+        for extra in manifest.images
+    ]
 
 
 def drift(locked: Resolution, resolved: Resolution) -> list[str]:
@@ -200,14 +227,6 @@ def drift(locked: Resolution, resolved: Resolution) -> list[str]:
         if (chart.name, chart.version) not in old_versions:
             lines.append(f"chart {chart.name} resolves to {chart.version}, not the locked version")
     return lines
-
-
-def _add(merged: dict[Reference, ResolvedImage], reference: Reference, group: str, source: ImageSource) -> None:
-    existing = merged.get(reference)
-    if existing is None:
-        merged[reference] = ResolvedImage(reference, group, (source,))
-    elif source not in existing.sources:
-        merged[reference] = ResolvedImage(reference, existing.group, existing.sources + (source,))
 
 
 def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> ResolvedChart:

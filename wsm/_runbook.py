@@ -30,7 +30,10 @@ class MovedChart:
     name: str
     version: str
     target: str
-    result: str
+    result: str  # "sent", "present" (the repository has this exact archive), "would publish" (a dry run)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "target": self.target, "result": self.result}
 
 
 def runbook(

@@ -1,0 +1,230 @@
+"""`verify`: is the bundle on this side what left the other side?
+
+Every file is re-hashed against SHA256SUMS, every image tarball also against the lock's `file_sha256`, and,
+in the same single read of each tarball, every blob inside it against its digest and the lock (nothing is
+extracted). Anything that is not a regular file (a link, a FIFO, a device) is refused without being opened.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._bundle import Bundle, read_checksums
+from ._exceptions import BundleError, CorruptBundle, TarballError
+from ._layout import TarScan, blob_member, hash_file, scan_image_tar
+from ._lock import BundleChart, BundleImage, Failure
+from ._progress import NO_PROGRESS, Progress
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    detail: str
+    blob: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file} (blob {self.blob})" if self.blob else self.file
+        return f"{where}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    bundle: Path
+    files_checked: int = 0
+    bytes_checked: int = 0
+    images_checked: int = 0
+    blobs_checked: int = 0
+    charts_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)  # broken files and blobs, in SHA256SUMS order
+    missing: list[str] = field(default_factory=list)  # listed in SHA256SUMS, not on disk
+    unlisted: list[str] = field(default_factory=list)  # on disk, not in SHA256SUMS (not an error)
+    failures: list[Failure] = field(default_factory=list)  # what the last download could not fetch
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bundle"] = str(self.bundle)
+        data["failures"] = [{"kind": f.kind.value, "name": f.name, "reason": f.reason} for f in self.failures]
+        data["ok"] = self.ok
+        return data
+
+
+def verify(
+    bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None
+) -> VerifyReport:
+    """Check every file and blob of an opened bundle.
+
+    Raises CorruptBundle (with `.report`) naming the first broken or missing file; raises BundleError when
+    the last download left images or charts out, unless `allow_incomplete`.
+    """
+    sums = read_checksums(bundle.dir.sums_path)
+    report = VerifyReport(bundle=bundle.root, failures=list(bundle.lock.failures))
+    present = set(bundle.dir.files())
+    report.missing = [name for name in sums if name not in present]
+    report.unlisted = sorted(present - set(sums))
+    checks = _file_checks(bundle, sums, present)
+    report.problems += _unlisted_lock_entries(bundle, sums)
+    progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
+    for outcome in outcomes:
+        _merge(report, outcome)
+    order = {name: position for position, name in enumerate(sums)}
+    report.problems.sort(key=lambda problem: order.get(problem.file, len(order)))
+    _raise_for(report, allow_incomplete)
+    return report
+
+
+@dataclass
+class _Outcome:
+    bytes: int = 0
+    image: bool = False
+    chart: bool = False
+    blobs: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _merge(report: VerifyReport, outcome: _Outcome) -> None:
+    report.files_checked += 1
+    report.bytes_checked += outcome.bytes
+    report.images_checked += outcome.image
+    report.charts_checked += outcome.chart
+    report.blobs_checked += outcome.blobs
+    report.problems += outcome.problems
+
+
+Tick = Callable[[int], None]
+Check = Callable[[Tick], _Outcome]
+
+
+def _file_checks(bundle: Bundle, sums: Mapping[str, str], present: set[str]) -> dict[str, Check]:
+    images = {entry.file: entry for entry in bundle.lock.images.values()}
+    charts = {entry.file: entry for entry in bundle.lock.charts.values()}
+    checks: dict[str, Check] = {}
+    for name, expected in sums.items():
+        if name not in present:
+            continue
+        path = bundle.root / name
+        checks[name] = _check_for(path, name, expected, images.get(name), charts.get(name))
+    return checks
+
+
+def _check_for(path: Path, name: str, expected: str, image: BundleImage | None, chart: BundleChart | None) -> Check:
+    def check(tick: Tick) -> _Outcome:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
+            return _Outcome(image=image is not None, chart=chart is not None, problems=[Problem(name, detail)])
+        if image is not None:
+            return _check_image(path, name, expected, image, tick)
+        return _check_file(path, name, expected, chart, tick)
+
+    return check
+
+
+def _check_file(path: Path, name: str, expected: str, chart: BundleChart | None, tick: Tick) -> _Outcome:
+    digest = hash_file(path, tick)
+    outcome = _Outcome(bytes=digest.size, chart=chart is not None)
+    if digest.sha256 != expected:
+        outcome.problems.append(Problem(name, f"sha256 is {digest.sha256}, SHA256SUMS says {expected}"))
+    elif chart and chart.digest.removeprefix("sha256:") != digest.sha256:
+        outcome.problems.append(Problem(name, f"sha256 is {digest.sha256}, the lock says {chart.digest}"))
+    return outcome
+
+
+def _check_image(path: Path, name: str, expected: str, image: BundleImage, tick: Tick) -> _Outcome:
+    try:
+        scan = scan_image_tar(path, tick)
+    except TarballError as error:
+        return _Outcome(bytes=path.stat().st_size, image=True, problems=[Problem(name, error.detail)])
+    outcome = _Outcome(bytes=scan.size, image=True, blobs=len(scan.blobs))
+    # Blob problems first: they say which part of the file is damaged, which the whole-file sum cannot.
+    outcome.problems += _blob_problems(name, scan, image)
+    if scan.sha256 != expected:
+        outcome.problems.append(Problem(name, f"sha256 is {scan.sha256}, SHA256SUMS says {expected}"))
+    elif scan.sha256 != image.file_sha256:
+        # SHA256SUMS can be rewritten by anyone who edits a tarball; the lock records what the download wrote.
+        outcome.problems.append(Problem(name, f"sha256 is {scan.sha256}, the lock says {image.file_sha256}"))
+    if not outcome.problems:
+        outcome.problems += _layout_problems(name, scan, image)
+    return outcome
+
+
+def _blob_problems(name: str, scan: TarScan, image: BundleImage) -> list[Problem]:
+    problems = []
+    expected = {blob.digest: blob.size for blob in image.blobs}
+    for digest, (size, actual) in scan.blobs.items():
+        if actual != digest:
+            problems.append(Problem(name, f"content hashes to {actual}", blob=digest))
+        elif digest not in expected:
+            problems.append(Problem(name, "not in the lock file", blob=digest))
+        elif size != expected[digest]:
+            problems.append(Problem(name, f"{size} bytes, the lock says {expected[digest]}", blob=digest))
+    for digest in expected:
+        if digest not in scan.blobs:
+            problems.append(Problem(name, "missing from the tarball", blob=digest))
+    return problems
+
+
+def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Problem]:
+    try:
+        entries = scan.json("index.json")["manifests"]
+        docker = scan.json("manifest.json")[0]
+    except (KeyError, IndexError, TypeError) as error:
+        return [Problem(name, f"index.json or manifest.json is malformed ({error})")]
+    except TarballError as error:
+        return [Problem(name, error.detail)]
+    if len(entries) != 1 or entries[0].get("digest") != image.top.digest:
+        return [Problem(name, f"index.json does not point at {image.top.digest} as the lock says")]
+    members = {blob_member(digest) for digest in scan.blobs}
+    for member in [docker.get("Config"), *docker.get("Layers", [])]:
+        if member not in members:
+            return [Problem(name, f"manifest.json names {member}, which the tarball does not hold")]
+    return []
+
+
+def _unlisted_lock_entries(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
+    lock = bundle.lock
+    files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
+    unlisted = [file for file in sorted(files) if file not in sums]
+    return [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
+
+
+def _raise_for(report: VerifyReport, allow_incomplete: bool) -> None:
+    where = report.bundle
+    if report.problems:
+        first = report.problems[0]
+        more = len(report.problems) - 1 + len(report.missing)
+        extra = f" ({more} more problem{'s' if more != 1 else ''})" if more else ""
+        raise CorruptBundle(
+            f"bundle {where}: {first}{extra}; copy that file again from the connected side "
+            "(or rerun wsm download there)",
+            report,
+            path=where / first.file,
+        )
+    if report.missing:
+        more = len(report.missing) - 1
+        extra = f" ({more} more missing)" if more else ""
+        raise CorruptBundle(
+            f"bundle {where}: {report.missing[0]} is listed in SHA256SUMS but missing{extra}; copy the whole "
+            "bundle directory",
+            report,
+            path=where / report.missing[0],
+        )
+    if report.failures and not allow_incomplete:
+        first = report.failures[0]
+        more = len(report.failures) - 1
+        extra = f" and {more} more" if more else ""
+        raise BundleError(
+            f"bundle {where} is incomplete: the download could not fetch {first.name}{extra} ({first.reason}); "
+            "rerun wsm download on the connected side",
+            path=where,
+        )
