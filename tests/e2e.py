@@ -7,9 +7,7 @@ Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import yaml
 from charts import build_operator_chart, build_platform_chart, package
 from images import make_image
 from servers import HelmRepo, Registry, run_helm
+from support import wsm
 
 USER, PASSWORD = "site-admin", "s3cret-pw"
 # The stand-in release's images, as the charts name them once the manifest's values pin them.
@@ -149,11 +148,9 @@ class Flow:
     def bundle(self) -> Path:
         return self.workdir / "bundle"
 
-    def wsm(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        env = {**os.environ, "WSM_CACHE_DIR": str(self.workdir / "cache"), "DOCKER_CONFIG": str(self.workdir / "docker")}
+    def wsm(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         self.log("$ wsm " + " ".join(args))
-        result = subprocess.run([sys.executable, "-m", "wsm", *args], capture_output=True, text=True, input=stdin,
-                                env=env)
+        result = wsm(*args, stdin=stdin, cwd=self.workdir, env={"DOCKER_CONFIG": str(self.workdir / "docker")})
         if result.returncode != 0:
             raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import trustme
@@ -15,6 +11,7 @@ import yaml
 from charts import package, write_chart
 from images import make_image
 from servers import Registry, free_port
+from support import one_line_error, wsm
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -27,19 +24,6 @@ spec:
         - {name: a, image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"}
         - {name: b, image: "{{ .Values.sidecar.image }}"}
 """
-
-
-def wsm(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WSM_CACHE_DIR": str(Path(cwd or ".").resolve() / ".cache")}
-    return subprocess.run([sys.executable, "-m", "wsm", *args], capture_output=True, text=True, input=stdin, env=env,
-                          cwd=cwd)
-
-
-def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

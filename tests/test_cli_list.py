@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from charts import build_platform_chart
+from support import wsm
 
 EMBEDDED = [
     "docker.io/wandb/controller:1.16.1",
@@ -19,17 +20,6 @@ EMBEDDED = [
     "docker.io/otel/opentelemetry-collector-contrib:0.97.0",
     "docker.io/wandb/console:2.13.1",
 ]
-
-
-def wsm(*args: str, stdin: str = "", offline: bool = False) -> subprocess.CompletedProcess:
-    import os
-
-    environment = dict(os.environ)
-    if offline:  # every request would go to a dead proxy: proves the command needs no network
-        environment.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", ALL_PROXY="http://127.0.0.1:9")
-    return subprocess.run(
-        [sys.executable, "-m", "wsm", *args], capture_output=True, text=True, input=stdin, env=environment
-    )
 
 
 def test_embedded_release_offline_grouped_as_documented():
@@ -124,7 +114,8 @@ GOOD_HEAD = "apiVersion: wsm/v1\nkind: Release\nname: x\n"
         (GOOD_HEAD + "charts:\n  - {name: a, path: /x}\nimages:\n  - {image: 'Bad:Ref', group: g}\n",
          "images[0].image: invalid image reference 'Bad:Ref'"),
         (GOOD_HEAD + "charts: []\n", "charts: a release needs at least one chart"),
-        (["--chart", "/no/such/chart"], "--chart /no/such/chart: no such file"),
+        (["--chart", "/no/such/chart"], "chart /no/such/chart: no such file or directory; for a repository chart add "
+                                        "--repo URL"),
         (["--chart", "x", "--manifest", "y"], "give --manifest or --chart, not both"),
     ],
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from images import BuiltImage, build_image
+from support import skopeo
 from wsm import _layout
 from wsm._exceptions import BundleError
 from wsm._layout import TarBlob, scan_image_tar, write_image_tar
@@ -31,10 +32,6 @@ def tar_from_layout(built: BuiltImage, dest: Path, name: str) -> Path:
     return dest
 
 
-def skopeo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["skopeo", *args], check=True, capture_output=True)
-
-
 KINDS = {
     "docker": {},
     "oci": {"oci": True},
@@ -48,7 +45,7 @@ def test_skopeo_reads_the_tarball_keeping_every_digest(tmp_path, kind):
     built = build_image(tmp_path / "layout", **KINDS[kind])
     tar = tar_from_layout(built, tmp_path / "image.tar", f"127.0.0.1:5000/acme/{kind}:1.0")
 
-    raw = skopeo("inspect", "--raw", f"oci-archive:{tar}").stdout
+    raw = skopeo("inspect", "--raw", f"oci-archive:{tar}")
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == built.digest
     skopeo("copy", "--quiet", "--all", f"oci-archive:{tar}", f"dir:{tmp_path / 'copy'}")
     copied = tmp_path / "copy"
@@ -61,7 +58,7 @@ def test_skopeo_reads_the_tarball_keeping_every_digest(tmp_path, kind):
         name = f"{hex_part}.manifest.json" if digest in manifests else hex_part
         assert (copied / name).read_bytes() == (built.layout / hex_part).read_bytes()
     # docker-archive: reads the same file (it recompresses layers, so only readability is checked).
-    config = json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}").stdout)
+    config = json.loads(skopeo("inspect", "--config", f"docker-archive:{tar}"))
     assert config["architecture"] == "amd64"
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 
 import pytest
 from faults import FaultProxy
 from images import make_image
 from remote_support import client, isolated_credentials, ref, unique  # noqa: F401
 from servers import Registry
+from support import skopeo
 
 from wsm import DigestMismatch, RegistryError
 from wsm._remote import HELM_CHART_CONFIG, HELM_CHART_LAYER, OCI_MANIFEST, Descriptor, compute_digest
@@ -26,10 +26,7 @@ def target(tmp_path_factory):
 
 
 def skopeo_raw(host: str, name: str) -> bytes:
-    return subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{name}"],
-        check=True, capture_output=True,
-    ).stdout
+    return skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/{name}")
 
 
 def blob_file(built, digest: str):

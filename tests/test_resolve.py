@@ -76,9 +76,11 @@ def test_pinned_values_conditions_tags_and_global_registry(platform_dir):
 
 
 def test_user_values_override_the_manifest(platform_dir, tmp_path):
-    options = ResolveOptions(user_values={"platform": {"console": {"install": False}}})
-    found = paths(resolve_release(release(platform_dir), options))
-    assert "docker.io/acme/console:4.5.6" not in found
+    pinned = "{console: {install: true}, app: {image: {tag: 9.9.9}}}"
+    options = ResolveOptions(user_values={"platform": {"console": {"install": False}, "app": {"image": {"tag": "1.2"}}}})
+    found = paths(resolve_release(release(platform_dir, pinned), options))
+    expected = {ref: where for ref, where in DEFAULT_IMAGES.items() if "acme/console" not in ref and "acme/app" not in ref}
+    assert found == {**expected, "docker.io/acme/app:1.2": ["app.image"]}
 
 
 def test_extra_images_of_the_manifest(platform_dir):

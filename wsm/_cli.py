@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from ._bundle import Bundle
 from ._exceptions import Hint, ValuesError, WsmError
 from ._fetch import FetchOptions
 from ._format import human_bytes
-from ._helmrepo import RepoAuth
+from ._chartrepo import RepoAuth
 from ._http import TransportOptions
 from ._manifest import ReleaseManifest, load_manifest
 from ._model import ResolvedImage
@@ -30,7 +30,10 @@ from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
 from ._values import Values, load_values_file, merge, parse_set
 
 if TYPE_CHECKING:
+    from ._download import DownloadReport, ImageResult
     from ._push import PushReport
+
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 OUTPUTS = ("text", "json", "yaml", "plain")
 DEFAULT_PLATFORM = "linux/amd64"
@@ -46,6 +49,7 @@ HINTS = {
     Hint.ON_EXISTING: "use --on-existing skip or overwrite if that is intended",
     Hint.HELM: "install helm, or pass --helm PATH (or set WSM_HELM)",
     Hint.RESOLVE: "run with --resolve to fetch its charts",
+    Hint.CHART_REPO: "for a repository chart add --repo URL",
 }
 
 
@@ -57,8 +61,9 @@ def describe(error: WsmError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return args.handler(args)
+        return handler(args)
     except WsmError as error:
         print(f"wsm: error: {describe(error)}", file=sys.stderr)
         return error.exit_code
@@ -198,7 +203,7 @@ def _progress(message: str) -> None:
 # --- wsm list -------------------------------------------------------------------------------------------------------
 
 
-def _add_list(commands) -> None:
+def _add_list(commands: Commands) -> None:
     parser = commands.add_parser("list", help="list the images and charts a release needs")
     add_release_options(parser)
     add_transport_options(parser)
@@ -301,7 +306,7 @@ def print_data(data: Any, output: str) -> None:
 # --- wsm download ---------------------------------------------------------------------------------------------------
 
 
-def _add_download(commands) -> None:
+def _add_download(commands: Commands) -> None:
     parser = commands.add_parser("download", help="download the release's images and charts into a bundle")
     add_release_options(parser, lock=False)  # a bundle always needs the charts themselves
     add_transport_options(parser)
@@ -348,10 +353,10 @@ def run_download(args: argparse.Namespace) -> int:
         _say(quiet, f"wsm: note: {note}")
     mirrors = parse_mirrors(args.registry_mirror)
     options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
-    with RegistryClient(options) as client:
+    with RegistryClient(options) as client, ProgressBar("download", enabled=show_bar(quiet), leave=True) as bar:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
-            concurrency=args.concurrency, progress=show_bar(quiet), manifest_text=release.text or None,
+            concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
             on_image_done=None if quiet else _tick,
         )
     if args.output == "json":
@@ -384,31 +389,29 @@ def parse_mirrors(items: list[str]) -> dict[str, str]:
     return mirrors
 
 
-def _tick(result) -> None:
+def _tick(result: ImageResult) -> None:
+    """One line per finished image, above the progress bar (called from a download worker thread)."""
     from tqdm import tqdm
 
+    from ._download import Status
+
     mark = "\u2713" if result.ok else "\u2717"
-    detail = result.reason if not result.ok else (result.note or ("already in the bundle" if result.status == "skipped" else ""))
+    skipped = "already in the bundle" if result.status is Status.SKIPPED else ""
+    detail = result.reason if not result.ok else (result.note or skipped)
     tqdm.write(f"{mark} {result.image}" + (f"  ({detail})" if detail else ""), file=sys.stderr)
 
 
-def _print_download_summary(report) -> None:
+def _print_download_summary(report: DownloadReport) -> None:
+    from ._download import ImageResult
+
     ok = [r for r in report.images if r.ok]
     print(f"{len(ok)} of {len(report.images)} images and {sum(c.ok for c in report.charts)} of {len(report.charts)} "
-          f"charts in {report.bundle} ({_human(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
+          f"charts in {report.bundle} ({human_bytes(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
     for failure in report.failures:
-        name = getattr(failure, "image", None) or f"chart {failure.name} {failure.version}"
+        name = failure.image if isinstance(failure, ImageResult) else f"chart {failure.name} {failure.version}"
         print(f"FAILED {name}: {failure.reason}")
     if report.failures:
         print("Run the same command again to retry what failed; what is complete is kept.")
-
-
-def _human(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
 
 
 def show_bar(quiet: bool) -> bool:
@@ -424,7 +427,7 @@ def _say(quiet: bool, message: str) -> None:
 # --- wsm verify and wsm load -----------------------------------------------------------------------------------------
 
 
-def _add_verify(commands) -> None:
+def _add_verify(commands: Commands) -> None:
     parser = commands.add_parser("verify", help="re-hash every file and blob of a bundle against its lock")
     parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
@@ -449,7 +452,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_load(commands) -> None:
+def _add_load(commands: Commands) -> None:
     parser = commands.add_parser("load", help="load the bundle's images into a local Docker engine")
     add_bundle_option(parser)
     parser.add_argument("--docker-host", metavar="URL", help="the engine (default DOCKER_HOST or the local socket)")
@@ -468,7 +471,7 @@ def run_load(args: argparse.Namespace) -> int:
 # --- wsm push --------------------------------------------------------------------------------------------------------
 
 
-def _add_push(commands) -> None:
+def _add_push(commands: Commands) -> None:
     parser = commands.add_parser("push", help="push a bundle into the site's registry and Helm repository")
     add_bundle_option(parser)
     parser.add_argument("--registry", required=True, metavar="HOST[/PREFIX]", help="the internal registry, e.g. registry.corp/wandb")
@@ -526,20 +529,26 @@ def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dic
 
 class ProgressBar:
     """A tqdm bytes bar on stderr that library calls report to (the `Progress` protocol); when not `enabled`
-    (quiet, or not a terminal) it draws nothing. Thread-safe: tqdm serialises its own updates."""
+    (quiet, or not a terminal) it draws nothing; `leave` keeps the finished bar on the screen. Thread-safe:
+    the library reports from several threads, and tqdm's counters are plain read-modify-writes."""
 
-    def __init__(self, description: str, *, enabled: bool):
+    def __init__(self, description: str, *, enabled: bool, leave: bool = False):
+        import threading
+
         from tqdm import tqdm
 
         self._bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, desc=description,
-                         disable=not enabled, leave=False, dynamic_ncols=True)
+                         disable=not enabled, leave=leave, dynamic_ncols=True)
+        self._lock = threading.Lock()
 
     def expect(self, count: int) -> None:
-        self._bar.total = (self._bar.total or 0) + count
-        self._bar.refresh()
+        with self._lock:
+            self._bar.total = (self._bar.total or 0) + count
+            self._bar.refresh()
 
     def advance(self, count: int) -> None:
-        self._bar.update(count)
+        with self._lock:
+            self._bar.update(count)
 
     def write(self, line: str) -> None:
         """A line printed above the bar, leaving the bar intact."""

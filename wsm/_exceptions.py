@@ -31,6 +31,7 @@ class Hint(Enum):
     ON_EXISTING = "choose to skip or overwrite existing tags if that is intended"
     HELM = "install helm, or give the path of the helm binary (WSM_HELM)"
     RESOLVE = "resolve the release from its charts instead"
+    CHART_REPO = "for a chart in a classic repository, give the repository's URL"
 
 
 class WsmError(Exception):

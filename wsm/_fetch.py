@@ -6,14 +6,16 @@ exactly what the repository served into the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._chart import Chart, chart_from_archive, load_chart
+from ._chart import Chart
+from ._chartrepo import RepoAuth, open_repository
 from ._exceptions import ChartError
-from ._helmrepo import RepoAuth, fetch_archive, fetch_index, select_entry
 from ._http import TransportOptions
+from ._remote import RegistryOptions
 from ._versions import highest_matching
 
 
@@ -40,20 +42,17 @@ class ChartSource:
 class FetchOptions:
     transport: TransportOptions = field(default_factory=TransportOptions)
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
-    registry_options: object | None = None  # wsm._remote.RegistryOptions for oci:// charts
+    registry_options: RegistryOptions | None = None  # for oci:// charts; default: `transport` and `repo_auth`
     cache_dir: Path | None = None
 
 
 def fetch_chart(source: ChartSource, options: FetchOptions = FetchOptions()) -> Chart:
-    if source.path is not None:
-        chart = load_chart(source.path)
-    elif source.oci is not None:
-        chart = _fetch_oci(source, options)
-    elif source.repo is not None:
-        chart = _fetch_classic(source, options)
-    else:
-        raise ChartError(f"chart {source.chart!r}: give a repository, an oci:// reference or a path")
-    if source.version and source.path is None and not _satisfies(chart.version, source.version):
+    """The chart `source` names, at the highest version matching its range, byte for byte as served."""
+    location, name = _place(source)
+    with open_repository(location, transport=options.transport, auth=options.repo_auth,
+                         registry_options=options.registry_options) as repository:
+        chart = repository.fetch(name, source.version).chart
+    if source.version and not _satisfies(chart.version, source.version):
         raise ChartError(f"{source.describe()}: got version {chart.version}, which does not match")
     return chart
 
@@ -64,7 +63,8 @@ def archive_path(chart: Chart, options: FetchOptions) -> Path | None:
         return None
     directory = options.cache_dir or default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{chart.name}-{chart.version}-{chart.digest.split(':')[1][:16]}.tgz"
+    digest = hashlib.sha256(chart.archive).hexdigest()
+    path = directory / f"{chart.name}-{chart.version}-{digest[:16]}.tgz"
     if not path.exists():
         partial = path.with_name(path.name + f".{os.getpid()}.partial")
         partial.write_bytes(chart.archive)
@@ -79,21 +79,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "charts"
 
 
-def _fetch_classic(source: ChartSource, options: FetchOptions) -> Chart:
-    index = fetch_index(source.repo, options.transport, options.repo_auth)
-    entry = select_entry(index, source.repo, source.chart, source.version or "*")
-    data = fetch_archive(source.repo, entry, options.transport, options.repo_auth)
-    return chart_from_archive(data, f"{source.chart}-{entry.get('version')} from {source.repo}")
-
-
-def _fetch_oci(source: ChartSource, options: FetchOptions) -> Chart:
-    from ._helmoci import pull_chart
-    from ._remote import RegistryClient, RegistryOptions
-
-    registry_options = options.registry_options or RegistryOptions(transport=options.transport)
-    with RegistryClient(registry_options) as client:
-        data, tag = pull_chart(client, source.oci, source.version)
-    return chart_from_archive(data, f"{source.oci}:{tag}")
+def _place(source: ChartSource) -> tuple[str, str]:
+    """The repository to open and the chart's name in it (an oci:// source names the chart itself)."""
+    if source.oci is not None:
+        repository, _, name = source.oci.rstrip("/").rpartition("/")
+        if not name or "/" not in repository.removeprefix("oci://"):
+            raise ChartError(f"chart {source.oci}: give it as oci://host/path/name")
+        return repository, name
+    if source.repo is None and source.path is None:
+        raise ChartError(f"chart {source.chart!r}: give a repository, an oci:// reference or a path")
+    return source.location, source.chart
 
 
 def _satisfies(version: str, constraint: str) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from ._exceptions import ChartError, InvalidReference, ManifestError
+from ._exceptions import ChartError, Hint, InvalidReference, ManifestError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
 from ._reference import Reference
@@ -109,7 +109,7 @@ class ReleaseManifest:
 
             source = ChartSource(chart=load_chart(Path(ref)).name, path=Path(ref))
         else:
-            raise ChartError(f"chart {ref}: no such file or directory; for a repository chart give its repository")
+            raise ChartError(f"chart {ref}: no such file or directory", hint=Hint.CHART_REPO)
         entry = ChartEntry(name=source.chart, group=source.chart, source=source)
         return cls(name=source.chart, charts=(entry,), origin=f"chart {ref}")
 
@@ -148,7 +148,7 @@ class ReleaseManifest:
 def load_manifest(path: Path | None = None) -> ReleaseManifest:
     """Load and validate a manifest file; without a path, the embedded W&B manifest."""
     if path is None:
-        text = resources.files("wsm").joinpath("manifests", EMBEDDED).read_text()
+        text = resources.files("wsm").joinpath("manifests").joinpath(EMBEDDED).read_text()
         return parse_manifest(text, f"embedded manifest {EMBEDDED}", base=None)
     try:
         text = Path(path).read_text()
@@ -166,11 +166,11 @@ def parse_manifest(text: str, origin: str, base: Path | None) -> ReleaseManifest
         check.fail("apiVersion", f"must be {API_VERSION!r}")
     if data.get("kind") != "Release":
         check.fail("kind", "must be 'Release'")
-    charts = tuple(_chart(check, item, f"charts[{i}]", base) for i, item in enumerate(check.list(data, "charts")))
+    charts = tuple(_chart(check, item, f"charts[{i}]", base) for i, item in enumerate(check.sequence(data, "charts")))
     if not charts:
         check.fail("charts", "a release needs at least one chart")
     _unique(check, [c.name for c in charts], "charts", "name")
-    images = tuple(_extra(check, item, f"images[{i}]") for i, item in enumerate(check.list(data, "images", True)))
+    images = tuple(_extra(check, item, f"images[{i}]") for i, item in enumerate(check.sequence(data, "images", True)))
     lock = _lock(check, data["lock"], set(c.name for c in charts)) if data.get("lock") is not None else None
     return ReleaseManifest(
         name=check.string(data, "name", ""),
@@ -245,7 +245,7 @@ def _resource(check: _Checker, data: Any, key: str, chart: str) -> CustomResourc
     )
 
 
-def _url(check: _Checker, item: dict, key: str, field_name: str, schemes: tuple[str, ...]) -> str | None:
+def _url(check: _Checker, item: dict[str, Any], key: str, field_name: str, schemes: tuple[str, ...]) -> str | None:
     value = item.get(field_name)
     if value is None:
         return None
@@ -273,19 +273,19 @@ def _extra(check: _Checker, item: Any, key: str) -> ExtraImage:
 def _lock(check: _Checker, data: Any, chart_names: set[str]) -> ReleaseLock:
     data = check.mapping(data, "lock", {"charts", "images", "generated"})
     charts = []
-    for i, item in enumerate(check.list(data, "lock.charts", True)):
+    for i, item in enumerate(check.sequence(data, "lock.charts", True)):
         item = check.mapping(item, f"lock.charts[{i}]", {"name", "version", "digest"})
         name = check.string(item, f"lock.charts[{i}].name")
         if name not in chart_names:
             check.fail(f"lock.charts[{i}].name", f"{name!r} is not one of the manifest's charts")
         charts.append(PinnedChart(name, check.string(item, f"lock.charts[{i}].version"), item.get("digest")))
     images = []
-    for i, item in enumerate(check.list(data, "lock.images", True)):
+    for i, item in enumerate(check.sequence(data, "lock.images", True)):
         key = f"lock.images[{i}]"
         item = check.mapping(item, key, {"image", "group", "sources"})
         reference = _reference(check, check.string(item, f"{key}.image"), f"{key}.image")
         sources = []
-        for j, source in enumerate(check.list(item, f"{key}.sources", True)):
+        for j, source in enumerate(check.sequence(item, f"{key}.sources", True)):
             try:
                 sources.append(ImageSource.from_dict(check.mapping(source, f"{key}.sources[{j}]", None)))
             except (KeyError, ValueError) as error:
@@ -315,7 +315,7 @@ class _Checker:
     def __init__(self, origin: str):
         self.origin = origin
 
-    def fail(self, key: str, message: str):
+    def fail(self, key: str, message: str) -> NoReturn:
         raise ManifestError(f"{self.origin}: {key or 'top level'}: {message}")
 
     def mapping(self, value: Any, key: str, allowed: set[str] | None) -> dict[str, Any]:
@@ -325,9 +325,9 @@ class _Checker:
             unknown = sorted(set(map(str, value)) - allowed)
             if unknown:
                 self.fail(f"{key}.{unknown[0]}" if key else unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        return value
+        return cast(dict[str, Any], value)  # YAML mapping keys are strings in every manifest we accept
 
-    def list(self, data: dict, key: str, optional: bool = False) -> list:
+    def sequence(self, data: dict[str, Any], key: str, optional: bool = False) -> list[Any]:
         value = data.get(key.rsplit(".", 1)[-1])
         if value is None and optional:
             return []
@@ -335,7 +335,7 @@ class _Checker:
             self.fail(key, f"expected a list, found {type(value).__name__}")
         return value
 
-    def string(self, data: dict, key: str, default: str | None = None) -> str:
+    def string(self, data: dict[str, Any], key: str, default: str | None = None) -> str:
         value = data.get(key.rsplit(".", 1)[-1])
         if value is None or value == "":
             if default is not None:

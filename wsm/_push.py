@@ -24,8 +24,7 @@ from ._http import TransportOptions
 from ._install import ChartLocation, InstallFile, chart_overrides, write_install_files
 from ._layout import blob_member, tar_members
 from ._lock import BundleImage
-from ._helmoci import push_chart
-from ._helmrepo import RepoAuth, publish_chart
+from ._chartrepo import ChartRepository, RepoAuth, open_repository
 from ._manifest import ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import rewrite_values_file
@@ -210,7 +209,7 @@ class _ImagePusher:
 
     def _mounted(self, blob: Descriptor, target: Reference) -> bool:
         other = self.mounts.source_for(blob.digest, target.repository)
-        return bool(other) and self.client.mount_blob(target, blob.digest, other)
+        return other is not None and self.client.mount_blob(target, blob.digest, other)
 
 
 def image_totals(jobs: Sequence[ImagePush]) -> dict[str, int]:
@@ -307,8 +306,6 @@ def _push_charts(
     bundle: Bundle, manifest: ReleaseManifest, options: PushOptions, client: RegistryClient,
     transport: TransportOptions,
 ) -> tuple[dict[str, Chart], list[MovedChart], dict[str, ChartLocation]]:
-    from ._chartrepo import ChartRepository, open_repository  # to the module's imports once _helmoci/_helmrepo go
-
     charts: dict[str, Chart] = {}
     moved: list[MovedChart] = []
     locations: dict[str, ChartLocation] = {}
