@@ -6,18 +6,22 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Every proxy variable pointed at a port nothing listens on: a command run with `offline=True` that tried to
 # reach a server would fail, which proves it needs no network.
 _DEAD_PROXY = "http://127.0.0.1:9"
+# The chart cache of commands run without a working directory of their own: never the user's, never the checkout.
+_SHARED_CACHE = Path(tempfile.gettempdir()) / f"wsm-test-cache-{os.getpid()}"
 
 
 def wsm(
     *args: str, stdin: str = "", cwd: Path | None = None, offline: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`wsm ARGS` in a child process, as an operator runs it; its chart cache stays under `cwd` (or here)."""
-    environment = {**os.environ, "WSM_CACHE_DIR": str(Path(cwd or ".").resolve() / ".cache"), **(env or {})}
+    """`wsm ARGS` in a child process, as an operator runs it; its chart cache stays under `cwd` when given."""
+    cache = Path(cwd).resolve() / ".cache" if cwd else _SHARED_CACHE
+    environment = {**os.environ, "WSM_CACHE_DIR": str(cache), **(env or {})}
     if offline:
         environment.update(HTTPS_PROXY=_DEAD_PROXY, HTTP_PROXY=_DEAD_PROXY, ALL_PROXY=_DEAD_PROXY)
     return subprocess.run(

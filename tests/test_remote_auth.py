@@ -1,5 +1,5 @@
 """TLS, Basic (htpasswd) and token authentication against real Distribution registries, and every place
-credentials come from: --username, docker config.json, credential helpers, Helm's registry config."""
+credentials come from: an explicit username, docker config.json, credential helpers, Helm's registry config."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from remote_support import client, isolated_credentials, ref, transport, unique 
 from servers import Registry
 from tokenserver import TokenServer
 
-from wsm import AuthError, RegistryError
+from wsm import AuthError, Hint, NotFound, RegistryError
 from wsm._remote import Descriptor, RegistryClient, RegistryOptions, compute_digest
 
 USER, PASSWORD = "bob", "s3cret-Pa55"
@@ -50,7 +50,23 @@ def test_tls_refused_without_the_ca(tls_registry):
         with pytest.raises(RegistryError) as error:
             c.get_manifest(ref(server.host, "acme/tls"))
     message = str(error.value)
-    assert "--ca-file" in message and "--insecure" in message and "\n" not in message
+    assert server.host in message and "TLS certificate not trusted" in message and "\n" not in message
+
+
+def test_untrusted_tls_is_a_ca_file_hint_without_option_names(tls_registry, tmp_path):
+    """The library words the remedy plainly and hands it over as a `Hint`: the CLI names its own options."""
+    server, _, _ = tls_registry
+    with RegistryClient(RegistryOptions(transport=transport(plain_http=False))) as c:
+        with pytest.raises(RegistryError) as error:
+            c.head_manifest(ref(server.host, "acme/tls"))
+    assert error.value.hint is Hint.CA_FILE and error.value.status is None
+    assert "--" not in str(error.value) and str(error.value).endswith(Hint.CA_FILE.value)
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(RegistryError) as error:
+        RegistryClient(RegistryOptions(transport=transport(plain_http=False, ca_file=str(not_pem))))
+    assert error.value.hint is Hint.CA_FILE_FORMAT and str(not_pem) in str(error.value)
+    assert "--" not in str(error.value)
 
 
 def test_tls_insecure_skips_verification(tls_registry):
@@ -61,8 +77,9 @@ def test_tls_insecure_skips_verification(tls_registry):
 
 def test_https_client_against_a_plain_registry_says_plain_http(registry):
     with RegistryClient(RegistryOptions(transport=transport(plain_http=False, retries=0))) as c:
-        with pytest.raises(RegistryError, match="--plain-http"):
+        with pytest.raises(RegistryError, match="does not speak TLS") as error:
             c.get_manifest(ref(registry.host, "acme/whatever"))
+    assert error.value.hint is Hint.PLAIN_HTTP and "--" not in str(error.value)
 
 
 # -- Basic auth (htpasswd) ---------------------------------------------------------------------------------
@@ -106,7 +123,8 @@ def test_basic_auth_wrong_password_is_an_auth_error_without_the_password(basic_r
     with RegistryClient(options) as c, pytest.raises(AuthError) as error:
         c.get_manifest(private(server))
     message = str(error.value)
-    assert server.host in message and "--username" in message and "docker login" in message
+    assert server.host in message and "docker login" in message and "--" not in message
+    assert error.value.hint is Hint.CREDENTIALS and error.value.status == 401
     assert "wrong-Pa55word" not in message and "wrong-Pa55word" not in caplog.text
 
 
@@ -115,6 +133,20 @@ def test_basic_auth_without_credentials_says_how_to_give_them(basic_registry):
     with client() as c, pytest.raises(AuthError) as error:
         c.head_manifest(private(server))
     assert "requires credentials" in str(error.value) and server.host in str(error.value)
+
+
+def test_errors_carry_the_http_status(basic_registry):
+    """Code reads `status`, never the message: 401 for missing or refused credentials, 404 for a missing tag."""
+    server, _ = basic_registry
+    with client() as c, pytest.raises(AuthError) as missing_credentials:
+        c.get_manifest(private(server))
+    assert missing_credentials.value.status == 401 and missing_credentials.value.hint is Hint.CREDENTIALS
+    with client(username=USER, password="not-it") as c, pytest.raises(AuthError) as refused:
+        c.get_manifest(private(server))
+    assert refused.value.status == 401
+    with client(username=USER, password=PASSWORD) as c, pytest.raises(NotFound) as not_found:
+        c.get_manifest(ref(server.host, "acme/private", "no-such-tag"))
+    assert not_found.value.status == 404 and not_found.value.hint is None
 
 
 @pytest.mark.parametrize("key_form", ["{host}", "https://{host}", "http://{host}/v2/"])
@@ -137,7 +169,7 @@ def test_credentials_from_an_explicit_docker_config_with_username_and_password(b
 def test_explicit_credentials_win_over_docker_config(basic_registry, isolated_credentials):
     server, _ = basic_registry
     write_docker_config(isolated_credentials, {"auths": {server.host: {"username": USER, "password": PASSWORD}}})
-    with client(username=USER, password="not-it") as c, pytest.raises(AuthError, match="--username/--password"):
+    with client(username=USER, password="not-it") as c, pytest.raises(AuthError, match="the credentials given"):
         c.get_manifest(private(server))
 
 
@@ -271,7 +303,7 @@ def test_token_auth_anonymous_push_is_refused(token_registry):
     blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
     with client() as c, pytest.raises(AuthError) as error:
         c.push_blob(ref(server.host, unique("acme/anon")), blob, data)
-    assert server.host in str(error.value) and "--username" in str(error.value)
+    assert server.host in str(error.value) and error.value.hint is Hint.CREDENTIALS and error.value.status == 401
 
 
 def test_token_auth_wrong_password(token_registry, caplog):

@@ -80,6 +80,7 @@ def test_missing_manifest_and_repository(registry, tmp_path):
             c.get_manifest(ref(registry.host, repository, "2.0"))
         message = str(error.value)
         assert f"{registry.host}/{repository}:2.0" in message and "not found" in message and "\n" not in message
+        assert error.value.status == 404
         with pytest.raises(NotFound):
             c.get_manifest(ref(registry.host, unique("pull/nothing-here")))
         with pytest.raises(NotFound):
@@ -216,7 +217,7 @@ def test_gives_up_after_the_configured_retries(registry, big_image):
         with client(transport=transport(retries=2)) as c, pytest.raises(RegistryError) as error:
             c.get_manifest(ref(proxy.host, repository))
         assert len(proxy.records) == 3
-    assert "503" in str(error.value) and "3 times" in str(error.value)
+    assert "503" in str(error.value) and "3 times" in str(error.value) and error.value.status == 503
 
 
 def test_list_tags_follows_link_pages(registry, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._exceptions import UnsafeArchive
@@ -44,7 +45,7 @@ def read_tgz(data: bytes, origin: str, *, limit: int = MAX_INFLATED_BYTES) -> Fi
     return files
 
 
-def _members(tar: tarfile.TarFile):
+def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     # Iterate lazily so that a member count or size past the limit stops reading at once.
     while (member := tar.next()) is not None:
         yield member

@@ -56,7 +56,11 @@ class Chart:
 
     @property
     def annotations(self) -> dict[str, str]:
-        return self.metadata.get("annotations") or {}
+        value = self.metadata.get("annotations")
+        # Helm's annotations are strings; anything else in a malformed Chart.yaml is nothing wsm can read.
+        if not isinstance(value, dict):
+            return {}
+        return {str(key): text for key, text in value.items() if isinstance(text, str)}
 
     @property
     def dependencies(self) -> list[Dependency]:
@@ -129,7 +133,7 @@ def _yaml_mapping(files: Files, name: str, origin: str, *, required: bool = Fals
     return load_mapping(files[name], f"{origin}/{name}", ChartError)
 
 
-def _dependency(entry: Any, origin: str) -> Dependency:
+def _dependency(entry: object, origin: str) -> Dependency:
     if not isinstance(entry, dict) or not entry.get("name"):
         raise ChartError(f"{origin}: Chart.yaml dependency {entry!r} has no name")
     tags = entry.get("tags") or ()

@@ -510,7 +510,7 @@ def run_push(args: argparse.Namespace) -> int:
             ProgressBar("pushing", enabled=show_bar(quiet)) as bar:
         report = push_release(bundle, options, client, progress=bar, transport=transport_options(args))
     if args.output == "json":
-        print_data(report.to_dict(), "json")
+        print_data(report.to_dict(describe), "json")
     else:
         _print_push(report)
     return 1 if report.failures else 0
@@ -580,7 +580,7 @@ def _print_push(report: PushReport) -> None:
     for path in report.files:
         print(f"wrote {path}")
     for job in report.failures:
-        print(f"FAILED {job.source}: {job.error}")
+        print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

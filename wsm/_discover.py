@@ -52,14 +52,14 @@ def images_in_values(
 
 
 class _Walker:
-    def __init__(self, chart: Chart, chart_path: str, global_values: dict[str, Any]):
+    def __init__(self, chart: Chart, chart_path: str, global_values: object) -> None:
         self.chart = chart
         self.chart_path = chart_path
         self.global_registry = global_values.get("imageRegistry") if isinstance(global_values, dict) else None
         self.found: list[Found] = []
         self.skipped: list[Skipped] = []
 
-    def walk(self, node: Any, key: str | int, path: str, switched_off: str | None) -> None:
+    def walk(self, node: object, key: str | int, path: str, switched_off: str | None) -> None:
         if isinstance(node, dict):
             switched_off = switched_off or _switch_off(node, path)
             if _is_image_map(node, key):
@@ -131,7 +131,7 @@ def _is_image_string(text: str) -> bool:
     return looks_like_reference(text) and (":" in text or "/" in text or "@" in text)
 
 
-def _scalar(value: Any) -> str | None:
+def _scalar(value: object) -> str | None:
     if value is None or value == "":
         return None
     return str(value).strip() or None

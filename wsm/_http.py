@@ -12,12 +12,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from . import __version__
-from ._exceptions import RegistryError
+from ._exceptions import Hint, RegistryError
 
 USER_AGENT = f"wsm/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -40,7 +40,7 @@ class TransportOptions:
         return "http" if self.plain_http else "https"
 
 
-def make_client(options: TransportOptions, **kwargs) -> httpx.Client:
+def make_client(options: TransportOptions, **kwargs: Any) -> httpx.Client:
     """An httpx client honouring the TLS choices; the caller closes it."""
     verify: bool | ssl.SSLContext = False if options.insecure else (_ca_context(options.ca_file) or True)
     return httpx.Client(
@@ -60,7 +60,7 @@ def _ca_context(ca_file: str | None) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as error:
         reason = error.strerror or error
-        raise RegistryError(f"--ca-file {ca_file}: cannot use it ({reason}); give the CA certificate as PEM") from None
+        raise RegistryError(f"CA file {ca_file}: cannot use it ({reason})", hint=Hint.CA_FILE_FORMAT) from None
 
 
 def backoff_delay(attempt: int, options: TransportOptions, retry_after: str | None = None) -> float:
@@ -93,14 +93,15 @@ def with_retries(options: TransportOptions, what: str, attempt_once: Callable[[]
             return attempt_once()
         except RetryableStatus as error:
             if attempt == options.retries:
-                raise RegistryError(f"{what}: server answered {error.status} {options.retries + 1} times; try later")
+                raise RegistryError(
+                    f"{what}: server answered {error.status} {options.retries + 1} times; try later",
+                    status=error.status,
+                )
             time.sleep(backoff_delay(attempt, options, error.retry_after))
         except httpx.TransportError as error:
             if isinstance(error, httpx.ConnectError) and _is_tls_failure(error):
-                raise RegistryError(
-                    f"{what}: TLS certificate not trusted ({_short(error)}); pass --ca-file with the site's CA, "
-                    "or --insecure to skip verification"
-                ) from None
+                message = f"{what}: TLS certificate not trusted ({_short(error)})"
+                raise RegistryError(message, hint=Hint.CA_FILE) from None
             if attempt == options.retries:
                 raise RegistryError(f"{what}: {_short(error)} (after {options.retries + 1} attempts)") from None
             time.sleep(backoff_delay(attempt, options))
@@ -108,10 +109,10 @@ def with_retries(options: TransportOptions, what: str, attempt_once: Callable[[]
 
 
 class RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response):
+    def __init__(self, response: httpx.Response) -> None:
         super().__init__(response.status_code)
-        self.status = response.status_code
-        self.retry_after = response.headers.get("Retry-After")
+        self.status: int = response.status_code
+        self.retry_after: str | None = response.headers.get("Retry-After")
 
 
 def raise_for_retry(response: httpx.Response) -> httpx.Response:

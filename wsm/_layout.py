@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import BundleError
+from ._exceptions import BundleError, TarballError
 from ._reference import Reference
 
 OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -96,7 +97,7 @@ def docker_manifest_json(image_manifest: dict[str, Any], reference: Reference) -
     return _json([entry])
 
 
-def _json(data: Any) -> bytes:
+def _json(data: object) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
 
 
@@ -150,8 +151,10 @@ class ImageTarWriter:
         self._seen.add(blob.digest)
         if blob.data is not None:
             self._tar.add_bytes(blob_member(blob.digest), blob.data)
-        else:
+        elif blob.path is not None:
             self._tar.add_file(blob_member(blob.digest), blob.path, blob.size)
+        else:
+            raise ValueError(f"TarBlob {blob.digest} has neither a path nor data")  # a bug of the caller
 
     def commit(self) -> FileDigest:
         result = self._tar.finish()
@@ -218,7 +221,7 @@ class _TarWriter:
         self.size += size
         self._pad(size)
 
-    def _hash_source(self, handle, size: int) -> None:
+    def _hash_source(self, handle: io.BufferedReader, size: int) -> None:
         # The kernel copies the bytes; we read them once more (from the page cache) to hash the tar.
         view = memoryview(self._buffer)
         remaining = size
@@ -303,11 +306,11 @@ class TarScan:
 
     def json(self, name: str) -> Any:
         if name not in self.json_members:
-            raise BundleError(f"{self.path.name}: no {name} inside; the tarball is not a wsm image tarball")
+            raise TarballError(self.path, f"no {name} inside; the tarball is not a wsm image tarball")
         try:
             return json.loads(self.json_members[name])
         except ValueError:
-            raise BundleError(f"{self.path.name}: {name} inside is not valid JSON") from None
+            raise TarballError(self.path, f"{name} inside is not valid JSON") from None
 
 
 _SMALL_MEMBERS = ("oci-layout", "index.json", "manifest.json")
@@ -359,10 +362,10 @@ def _member_ranges(path: Path) -> list[tuple[str, int, int]]:
         with tarfile.open(path, mode="r:") as tar:
             ranges = [(m.name, m.offset_data, m.size) for m in _regular_members(tar, path)]
     except (tarfile.TarError, EOFError) as error:
-        raise BundleError(f"{path.name}: not a readable tar ({error}); download it again") from None
+        raise TarballError(path, f"not a readable tar ({error}); download it again") from None
     for name, _, size in ranges:
         if name in _SMALL_MEMBERS and size > _MAX_JSON_MEMBER:
-            raise BundleError(f"{path.name}: {name} inside is {size} bytes; the tarball is not a wsm image tarball")
+            raise TarballError(path, f"{name} inside is {size} bytes; the tarball is not a wsm image tarball")
     return sorted(ranges, key=lambda item: item[1])
 
 
@@ -371,7 +374,7 @@ def _regular_members(tar: tarfile.TarFile, path: Path) -> Iterable[tarfile.TarIn
         if member.isfile():
             yield member
         elif not member.isdir():
-            raise BundleError(f"{path.name}: member {member.name!r} is neither a file nor a directory")
+            raise TarballError(path, f"member {member.name!r} is neither a file nor a directory")
 
 
 def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> FileDigest:

@@ -9,7 +9,7 @@ repository of the same registry has is mounted. A tag that exists with another d
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,6 +37,7 @@ from ._values import Values
 from ._verify import verify
 
 RUNBOOK_FILE = "RUNBOOK.md"
+Describe = Callable[[WsmError], str]
 
 
 class OnExisting(str, Enum):
@@ -67,19 +68,19 @@ class ImagePush:
     blobs_sent: int = 0
     blobs_present: int = 0
     blobs_mounted: int = 0
-    error: str | None = None
+    error: WsmError | None = None  # why it failed or was skipped
 
     def moved(self) -> MovedImage:
         return MovedImage(self.source.canonical, self.digest, self.target.canonical, self.result.value, self.bytes_sent)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, describe: Describe = str) -> dict[str, Any]:
         data: dict[str, Any] = {
             "source": self.source.canonical, "target": self.target.canonical, "digest": self.digest,
             "result": self.result.value, "bytes_sent": self.bytes_sent, "blobs_sent": self.blobs_sent,
             "blobs_present": self.blobs_present, "blobs_mounted": self.blobs_mounted,
         }
         if self.error is not None:
-            data["error"] = self.error
+            data["error"] = describe(self.error)
         return data
 
 
@@ -118,7 +119,7 @@ def push_images(
         try:
             pusher.push(_Tarball(bundle.path(entry)), entry, job)
         except WsmError as error:
-            job.result, job.error = PushResult.FAILED, str(error)
+            job.result, job.error = PushResult.FAILED, error
         return job
 
     entries = bundle.lock.release_images()
@@ -185,11 +186,14 @@ class _ImagePusher:
         if existing.digest == top.digest:
             job.result = PushResult.PRESENT
             return False
-        message = f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}"
+        conflict = TagConflict(
+            f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}",
+            hint=Hint.ON_EXISTING,
+        )
         if self.on_existing is OnExisting.SKIP:
-            job.result, job.error = PushResult.SKIPPED, message
+            job.result, job.error = PushResult.SKIPPED, conflict
             return False
-        raise TagConflict(message, hint=Hint.ON_EXISTING)
+        raise conflict
 
     def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
         if self.client.has_blob(target, blob.digest):
@@ -255,13 +259,14 @@ class PushReport:
     def failures(self) -> list[ImagePush]:
         return [job for job in self.images if job.result is PushResult.FAILED]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, describe: Describe = str) -> dict[str, Any]:
+        """As data; `describe` words the errors (the CLI words their remedies with its options)."""
         return {
             "registry": self.registry,
             "helm_repo": self.helm_repo,
             "dry_run": self.dry_run,
             "totals": image_totals(self.images),
-            "images": [job.to_dict() for job in self.images],
+            "images": [job.to_dict(describe) for job in self.images],
             "charts": [chart.to_dict() for chart in self.charts],
             "files": self.files,
         }

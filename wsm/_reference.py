@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import TypeGuard
 
 from ._exceptions import InvalidReference
 
@@ -138,7 +139,7 @@ def _split_registry(name: str, text: str) -> tuple[str, str]:
     return registry, repository
 
 
-def looks_like_reference(text: object) -> bool:
+def looks_like_reference(text: object) -> TypeGuard[str]:
     """True when `text` parses as an image reference (used to tell image strings from other values)."""
     if not isinstance(text, str) or not text or any(c.isspace() for c in text) or "{{" in text:
         return False

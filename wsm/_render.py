@@ -10,13 +10,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ._exceptions import RenderError
+from ._exceptions import Hint, RenderError
 from ._reference import Reference, looks_like_reference
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
@@ -39,7 +40,7 @@ def render_images(
     """Run `helm template` on `chart` (a .tgz or directory) with `values` and collect every image."""
     binary = find_helm(helm)
     if binary is None:
-        raise RenderError("--render needs the helm binary: install helm or set WSM_HELM to its path")
+        raise RenderError("rendering the charts needs the helm binary", hint=Hint.HELM)
     output = _helm_template(binary, chart, values, release, namespace)
     return images_in_manifests(output)
 
@@ -74,7 +75,7 @@ def images_in_manifests(text: str) -> list[RenderedImage]:
     return found
 
 
-def _documents(text: str):
+def _documents(text: str) -> Iterator[tuple[str, object]]:
     source = "?"
     for chunk in text.split("\n---"):
         for line in chunk.splitlines():
@@ -82,19 +83,20 @@ def _documents(text: str):
                 source = line.removeprefix("# Source: ").strip()
                 break
         try:
-            document = yaml.safe_load(chunk)
+            document: object = yaml.safe_load(chunk)
         except yaml.YAMLError as error:
             raise RenderError(f"helm template produced YAML wsm cannot read in {source}: {error}") from None
         yield source, document
 
 
-def _images_in(node: Any):
+def _images_in(node: object) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in CONTAINER_LISTS and isinstance(value, list):
                 for container in value:
-                    if isinstance(container, dict) and looks_like_reference(container.get("image")):
-                        yield container["image"]
+                    image = container.get("image") if isinstance(container, dict) else None
+                    if isinstance(image, str) and looks_like_reference(image):
+                        yield image
             elif key == "image" and isinstance(value, str) and looks_like_reference(value):
                 yield value
             else:

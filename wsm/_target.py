@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._exceptions import InvalidReference, WsmError
+from ._exceptions import Hint, InvalidReference, WsmError
 from ._reference import Reference
 from . import _yaml
 
@@ -32,11 +32,11 @@ class TargetRegistry:
             Reference.parse(f"{host}/{prefix + '/' if prefix else ''}probe:1")
         except InvalidReference:
             raise WsmError(
-                f"--registry {text!r} is not a registry host with an optional path prefix "
+                f"registry {text!r} is not a registry host with an optional path prefix "
                 "(e.g. registry.corp or registry.corp:5000/project)"
             ) from None
         if "." not in host and ":" not in host and host != "localhost":
-            raise WsmError(f"--registry {text!r}: {host!r} does not look like a registry host (add the domain or port)")
+            raise WsmError(f"registry {text!r}: {host!r} does not look like a registry host (add the domain or port)")
         return cls(host, prefix)
 
     @property
@@ -50,19 +50,20 @@ class TargetRegistry:
 def load_mapping(path: Path) -> dict[str, str]:
     """A YAML mapping `source name -> target name`, both `registry/path` without tag."""
     try:
-        data = _yaml.load_mapping(path.read_text(), f"--mapping {path}", WsmError)
+        data = _yaml.load_mapping(path.read_text(), f"mapping file {path}", WsmError)
     except FileNotFoundError:
-        raise WsmError(f"--mapping {path} does not exist") from None
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise WsmError(f"--mapping {path}: expected a mapping of source image names to target image names")
-    return {_name(k, path): _name(v, path) for k, v in data.items()}
+        raise WsmError(f"mapping file {path} does not exist") from None
+    names = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+    if len(names) != len(data):
+        raise WsmError(f"mapping file {path}: expected a mapping of source image names to target image names")
+    return {_name(k, path): _name(v, path) for k, v in names.items()}
 
 
 def _name(text: str, path: Path) -> str:
     try:
         return Reference.parse(text).name
     except InvalidReference as error:
-        raise WsmError(f"--mapping {path}: {error}") from None
+        raise WsmError(f"mapping file {path}: {error}") from None
 
 
 def plan_targets(
@@ -79,9 +80,6 @@ def plan_targets(
             target = source.with_name(registry.host, registry.repository_for(source))
         owner = owners.setdefault(target.name, source.name)
         if owner != source.name:
-            raise WsmError(
-                f"{owner} and {source.name} would both be pushed to {target.name}; "
-                "name one of them explicitly with --mapping FILE"
-            )
+            raise WsmError(f"{owner} and {source.name} would both be pushed to {target.name}", hint=Hint.MAPPING)
         targets[source] = target
     return targets

@@ -86,7 +86,7 @@ def parse_set(expression: str, *, strings: bool = False) -> Values:
             continue
         key, eq, raw = assignment.partition("=")
         if not eq or not key:
-            raise ValuesError(f"--set {expression!r}: {assignment!r} is not key=value")
+            raise ValuesError(f"set expression {expression!r}: {assignment!r} is not key=value")
         value = _set_value(raw, strings)
         keys = [part.replace("\\.", ".") for part in _split_unescaped(key, ".")]
         set_path(result, keys, value, expression)
@@ -150,7 +150,8 @@ def set_path(values: Values, keys: list[str], value: Any, what: str = "") -> Non
             continue
         items = node.get(name) if isinstance(node.get(name), list) else _fresh(node, name, [])
         if index > 10_000:
-            raise ValuesError(f"--set {what!r}: index {index} is too large")
+            where = f"set expression {what!r}" if what else f"values path {'.'.join(keys)!r}"
+            raise ValuesError(f"{where}: index {index} is too large")
         items.extend([None] * (index + 1 - len(items)))
         if last:
             items[index] = value
@@ -160,7 +161,7 @@ def set_path(values: Values, keys: list[str], value: Any, what: str = "") -> Non
             node = items[index]
 
 
-def _fresh(node: dict, key: str, empty: Any) -> Any:
+def _fresh(node: dict[str, Any], key: str, empty: Any) -> Any:
     node[key] = empty
     return empty
 
@@ -168,7 +169,7 @@ def _fresh(node: dict, key: str, empty: Any) -> Any:
 # --- dotted paths ---------------------------------------------------------------------------------------------
 
 
-def get_path(values: Any, path: str) -> Any:
+def get_path(values: object, path: str) -> Any:
     """The value at a dotted path (`a.b.c`), or None when any step is missing."""
     node = values
     for key in path.split("."):

@@ -57,8 +57,7 @@ def _parse_group(group: str) -> Predicate:
     i = 0
     while i < len(tokens):
         if i + 2 < len(tokens) and tokens[i + 1] == "-":  # hyphen range: 1.2 - 1.4.5
-            low, high = _bounds(tokens[i]), _bounds(tokens[i + 2])
-            predicates.append(lambda v, lo=low[0], hi=high: v >= lo and _below_upper(v, hi))
+            predicates.append(_hyphen_range(_bounds(tokens[i])[0], _bounds(tokens[i + 2])))
             i += 3
             continue
         predicates.append(_parse_one(tokens[i]))
@@ -68,6 +67,10 @@ def _parse_group(group: str) -> Predicate:
     return lambda version: all(p(version) for p in predicates)
 
 
+def _hyphen_range(low: semver.Version, high: tuple[semver.Version, semver.Version | None]) -> Predicate:
+    return lambda version: version >= low and _below_upper(version, high)
+
+
 def _below_upper(version: semver.Version, bounds: tuple[semver.Version, semver.Version | None]) -> bool:
     exact, upper = bounds
     return version < upper if upper is not None else version <= exact
@@ -75,6 +78,8 @@ def _below_upper(version: semver.Version, bounds: tuple[semver.Version, semver.V
 
 def _parse_one(token: str) -> Predicate:
     match = _OPERATOR.match(token)
+    if match is None:
+        raise ValueError(f"{token!r} is not a version constraint")
     operator, rest = (match.group(1) or "="), match.group(2)
     low, upper = _bounds(rest)
     if operator in ("=", "=="):
@@ -100,7 +105,10 @@ _UNBOUNDED = semver.Version(1 << 62, 0, 0)
 def _bounds(text: str) -> tuple[semver.Version, semver.Version | None]:
     """(lowest version, exclusive upper bound when the text is partial or has a wildcard, else None)."""
     text = text.strip().lstrip("v")
-    core, sep, extra = re.match(r"([^-+]*)([-+]?)(.*)", text).groups()
+    match = re.match(r"([^-+]*)([-+]?)(.*)", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a version")
+    core, sep, extra = match.groups()
     if not core or core in _WILDCARDS:
         return semver.Version(0, 0, 0), _UNBOUNDED
     parts = core.split(".")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .._exceptions import AuthError, RegistryError
+from .._exceptions import AuthError, Hint, RegistryError
 from .._http import TransportOptions, raise_for_retry, with_retries
 from ._credentials import CredentialStore, Credentials
 
@@ -101,12 +101,13 @@ class Authenticator:
         """A new Authorization header after the 401 `response` (to a request that carried `sent`)."""
         challenge = parse_challenge(response)
         if challenge is None:
-            raise AuthError(f"registry {host} refused access (401) without saying how to authenticate")
+            raise AuthError(f"registry {host} refused access (401) without saying how to authenticate", status=401)
         self._challenges[host] = challenge
         if challenge.scheme == "basic":
             header = self._basic_header(host, registry, challenge)
             if header == sent:
-                raise AuthError(_refused(host, registry, self._credentials.lookup(registry)))
+                raise AuthError(_refused(host, registry, self._credentials.lookup(registry)), status=401,
+                                hint=Hint.CREDENTIALS)
             return header
         # The registry's scope, merged with ours, covers what it just said was missing.
         wanted = merge_scopes(scopes, challenge.scopes)
@@ -117,19 +118,20 @@ class Authenticator:
         return header
 
     def refused(self, host: str, registry: str, what: str) -> str:
-        """The message for a registry that keeps answering 401 to `what` whatever token we send."""
+        """The message for a registry that keeps answering 401 to `what` whatever token we send.
+
+        The caller raises it as an `AuthError` with `status=401` and `hint=Hint.CREDENTIALS`.
+        """
         credentials = self._credentials.lookup(registry)
         who = credentials.describe() if credentials else "no credentials"
         # Registries such as Docker Hub answer 401, not 404, for a repository that does not exist.
-        return (
-            f"{what}: access refused with {who}; check --username/--password or run `docker login {registry}`, "
-            "and that the repository exists"
-        )
+        return f"{what}: access refused with {who}; check that the repository exists"
 
     def _basic_header(self, host: str, registry: str, challenge: Challenge) -> str:
         credentials = self._credentials.lookup(registry)
         if credentials is None or not credentials.username:
-            raise AuthError(_missing(host, registry))
+            # Only reached once the registry answered 401 with a Basic challenge.
+            raise AuthError(_missing(host, registry), status=401, hint=Hint.CREDENTIALS)
         return basic_header(credentials.username, credentials.password)
 
     def _bearer_header(
@@ -151,7 +153,7 @@ class Authenticator:
     def _fetch_token(self, host: str, registry: str, challenge: Challenge, scopes: tuple[str, ...]) -> _Token:
         realm = challenge.params.get("realm")
         if not realm or not realm.startswith(("http://", "https://")):
-            raise AuthError(f"registry {host} asks for a token but names no usable realm ({realm!r})")
+            raise AuthError(f"registry {host} asks for a token but names no usable realm ({realm!r})", status=401)
         credentials = self._credentials.lookup(registry)
         what = f"token service {realm} for registry {host}"
 
@@ -159,12 +161,13 @@ class Authenticator:
             return raise_for_retry(self._token_request(realm, challenge, scopes, credentials))
 
         response = with_retries(self._transport, what, attempt)
-        if response.status_code in (401, 403):
+        status = response.status_code
+        if status in (401, 403):
             if credentials is None:
-                raise AuthError(_missing(host, registry))
-            raise AuthError(_refused(host, registry, credentials))
-        if response.status_code >= 400:
-            raise RegistryError(f"{what}: answered {response.status_code}; try later or check the registry")
+                raise AuthError(_missing(host, registry), status=status, hint=Hint.CREDENTIALS)
+            raise AuthError(_refused(host, registry, credentials), status=status, hint=Hint.CREDENTIALS)
+        if status >= 400:
+            raise RegistryError(f"{what}: answered {status}; try later or check the registry", status=status)
         return _token_from(response, what)
 
     def _token_request(
@@ -182,8 +185,8 @@ class Authenticator:
         if credentials is not None and credentials.username:
             params.append(("account", credentials.username))
             auth = httpx.BasicAuth(credentials.username, credentials.password)
-            return self._http.get(realm, params=params, auth=auth)
-        return self._http.get(realm, params=params)
+            return self._http.get(realm, params=tuple(params), auth=auth)
+        return self._http.get(realm, params=tuple(params))
 
 
 def basic_header(username: str, password: str) -> str:
@@ -192,7 +195,9 @@ def basic_header(username: str, password: str) -> str:
 
 def _token_from(response: httpx.Response, what: str) -> _Token:
     try:
-        body = response.json()
+        body: object = response.json()
+        if not isinstance(body, dict):
+            raise TypeError("not a JSON object")
         value = body.get("token") or body.get("access_token")
         lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
     except (ValueError, AttributeError, TypeError):
@@ -203,10 +208,18 @@ def _token_from(response: httpx.Response, what: str) -> _Token:
     return _Token(header=f"Bearer {value}", expires_at=time.monotonic() + lifetime - margin)
 
 
+# Both are raised with `hint=Hint.CREDENTIALS`, which says how to give credentials.
+
+
 def _missing(host: str, registry: str) -> str:
-    return f"registry {host} requires credentials; pass --username/--password or run `docker login {registry}`"
+    return f"registry {host} requires credentials{_for(host, registry)}"
 
 
 def _refused(host: str, registry: str, credentials: Credentials | None) -> str:
     who = credentials.describe() if credentials else "anonymous access"
-    return f"registry {host} refused {who}; check --username/--password or run `docker login {registry}`"
+    return f"registry {host} refused {who}{_for(host, registry)}"
+
+
+def _for(host: str, registry: str) -> str:
+    """The name credentials are stored under, when it is not the host asked (Docker Hub's API host)."""
+    return "" if host == registry else f" for {registry}"

@@ -7,16 +7,16 @@ connections, 429 and 5xx (see `wsm._http.with_retries`); a blob download resumes
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from .._exceptions import AuthError, DigestMismatch, NotFound, RegistryError
+from .._exceptions import AuthError, DigestMismatch, Hint, NotFound, RegistryError
 from .._http import RetryableStatus, TransportOptions, make_client, raise_for_retry, with_retries
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
@@ -117,7 +117,8 @@ class RegistryClient:
         elif headers.get("Docker-Content-Digest", manifest.digest) != manifest.digest:
             raise DigestMismatch(
                 f"{what}: content has digest {manifest.digest} but the registry says "
-                f"{headers['Docker-Content-Digest']}; a proxy altered it"
+                f"{headers['Docker-Content-Digest']}; a proxy altered it",
+                expected=headers["Docker-Content-Digest"], actual=manifest.digest,
             )
         return manifest
 
@@ -144,7 +145,9 @@ class RegistryClient:
             # Some registries leave the digest out of HEAD answers: the body tells.
             return self.get_manifest(ref).descriptor()
         if ref.digest and digest != ref.digest:
-            raise DigestMismatch(f"{what}: the registry answered with digest {digest}")
+            raise DigestMismatch(
+                f"{what}: the registry answered with digest {digest}", expected=ref.digest, actual=digest
+            )
         return Descriptor(media_type=_media_type(response.headers), digest=digest, size=int(length))
 
     def put_manifest(self, ref: Reference, raw: bytes, media_type: str) -> str:
@@ -165,7 +168,10 @@ class RegistryClient:
         response = with_retries(self._transport, what, attempt)
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest:
-            raise DigestMismatch(f"{what}: the registry stored it as {stored}, not {digest}; it altered the manifest")
+            raise DigestMismatch(
+                f"{what}: the registry stored it as {stored}, not {digest}; it altered the manifest",
+                expected=digest, actual=stored,
+            )
         return digest
 
     def list_tags(self, ref: Reference) -> list[str]:
@@ -177,7 +183,7 @@ class RegistryClient:
         seen: set[str] = set()
         while url and url not in seen:
             seen.add(url)
-            page, url = with_retries(self._transport, what, lambda url=url: self._tag_page(target, url, what))
+            page, url = with_retries(self._transport, what, functools.partial(self._tag_page, target, url, what))
             tags.extend(page)
         return tags
 
@@ -186,6 +192,8 @@ class RegistryClient:
         _raise_for_status(response, what)
         body = _json(_read_limited(response, MAX_TAG_LIST_BYTES, what), what)
         tags = body.get("tags") or []
+        if not isinstance(tags, list):
+            raise RegistryError(f"{what}: the registry answered with `tags` that is not a list")
         following = response.links.get("next", {}).get("url")
         return [str(tag) for tag in tags], str(response.url.join(following)) if following else None
 
@@ -351,7 +359,7 @@ class RegistryClient:
                     "Content-Length": str(length),
                     "Content-Range": f"{start}-{start + length - 1}",
                 },
-                body=lambda start=start, length=length: upload.read(start, length),
+                body=functools.partial(upload.read, start, length),
             )
             if response.status_code == 413 and chunk_size > minimum:
                 response.close()
@@ -416,7 +424,7 @@ class RegistryClient:
             response.close()
             if attempt < 2:
                 sent = self._auth.answer(target.host, target.registry, scopes, response, sent)
-        raise AuthError(self._auth.refused(target.host, target.registry, what))
+        raise AuthError(self._auth.refused(target.host, target.registry, what), status=401, hint=Hint.CREDENTIALS)
 
     def _send(self, request: httpx.Request, target: _Target) -> httpx.Response:
         try:
@@ -424,9 +432,7 @@ class RegistryClient:
         except httpx.ConnectError as error:
             if self._transport.plain_http or "wrong version number" not in str(error).lower():
                 raise
-            raise RegistryError(
-                f"registry {target.host} does not speak TLS; pass --plain-http if it is meant to be plain HTTP"
-            ) from None
+            raise RegistryError(f"registry {target.host} does not speak TLS", hint=Hint.PLAIN_HTTP) from None
 
     def _url(self, target: _Target, path: str) -> str:
         return f"{self._transport.scheme(target.host)}://{target.host}/v2/{target.repository}/{path}"
@@ -461,7 +467,7 @@ def _push(target: _Target) -> tuple[str, ...]:
 
 
 def _media_type(headers: httpx.Headers) -> str:
-    return headers.get("Content-Type", "").split(";")[0].strip()
+    return str(headers.get("Content-Type", "")).split(";")[0].strip()
 
 
 def _range_start(response: httpx.Response) -> int | None:
@@ -492,18 +498,19 @@ def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-def _json(data: bytes, what: str) -> dict[str, Any]:
+def _json(data: bytes, what: str) -> dict[str, object]:
     try:
-        body = json.loads(data)
+        body: object = json.loads(data)
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise RegistryError(f"{what}: the registry answered with something that is not a JSON object")
-    return body
+    return {str(key): value for key, value in body.items()}
 
 
 def _raise_for_upload_status(response: httpx.Response, what: str) -> None:
     if response.status_code == 400 and _error_code(response) == "DIGEST_INVALID":
+        # No `expected`/`actual`: the registry does not say which digest it computed.
         raise DigestMismatch(
             f"{what}: the registry computed another digest for the uploaded bytes; the source is damaged"
         )
@@ -518,11 +525,13 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     code, message = _error_code(response), _error_message(response)
     detail = f" ({code}: {message})" if code else (f" ({message})" if message else "")
     if status == 404:
-        hint = "check the repository name" if code == "NAME_UNKNOWN" else "check the name, tag and digest"
-        raise NotFound(f"{what}: not found{detail}; {hint}")
+        remedy = "check the repository name" if code == "NAME_UNKNOWN" else "check the name, tag and digest"
+        raise NotFound(f"{what}: not found{detail}; {remedy}", status=status)
     if status == 403:
-        raise AuthError(f"{what}: access denied (403){detail}; check that these credentials may use this repository")
-    raise RegistryError(f"{what}: the registry answered {status}{detail}")
+        raise AuthError(
+            f"{what}: access denied (403){detail}; check that these credentials may use this repository", status=status
+        )
+    raise RegistryError(f"{what}: the registry answered {status}{detail}", status=status)
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -1,6 +1,6 @@
 """Where credentials for a registry come from, in this order:
 
-1. `--username/--password` given to wsm;
+1. a username and password given to wsm;
 2. Docker's config.json `auths` (base64 `auth`, or `username`/`password`, or `identitytoken`);
 3. Docker's `credHelpers[host]`, else `credsStore`, run as `docker-credential-<name> get`;
 4. Helm's registry config (the same format, written by `helm registry login`).
@@ -20,7 +20,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .._exceptions import AuthError, RegistryError
 from .._reference import DOCKER_HUB
@@ -32,6 +31,8 @@ DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", DOCKER_HUB}
 # A helper's answer with this user name carries an identity (refresh) token, not a password.
 _TOKEN_USERNAME = "<token>"
+# `Credentials.source` of a username and password given to wsm (by the CLI's options, or a library caller).
+EXPLICIT_SOURCE = "the credentials given"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class CredentialStore:
         explicit_hosts: tuple[str, ...] = (),
     ) -> None:
         self._explicit = (
-            Credentials(username, password or "", source="--username/--password") if username else None
+            Credentials(username, password or "", source=EXPLICIT_SOURCE) if username else None
         )
         self._explicit_hosts = {normalize_host(host) for host in explicit_hosts}
         self._docker_config = docker_config or default_docker_config()
@@ -115,13 +116,15 @@ def _from_config_file(path: Path, host: str) -> Credentials | None:
     found = _from_auths(config.get("auths"), host, path)
     if found is not None:
         return found
-    helpers = config.get("credHelpers") or {}
-    helper = next((name for key, name in helpers.items() if normalize_host(key) == host), None)
+    helpers: object = config.get("credHelpers")
+    helper: object = None
+    if isinstance(helpers, dict):
+        helper = next((name for key, name in helpers.items() if normalize_host(str(key)) == host), None)
     helper = helper or config.get("credsStore")
     return _from_helper(str(helper), host) if helper else None
 
 
-def _read_config(path: Path) -> dict[str, Any] | None:
+def _read_config(path: Path) -> dict[str, object] | None:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -129,19 +132,19 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     except OSError as error:
         raise RegistryError(f"cannot read registry credentials file {path}: {error.strerror}") from None
     try:
-        config = json.loads(text) if text.strip() else {}
+        config: object = json.loads(text) if text.strip() else {}
     except ValueError as error:
         raise RegistryError(f"registry credentials file {path} is not valid JSON ({error}); fix or remove it") from None
     if not isinstance(config, dict):
         raise RegistryError(f"registry credentials file {path} is not a JSON object; fix or remove it")
-    return config
+    return {str(key): value for key, value in config.items()}
 
 
-def _from_auths(auths: Any, host: str, path: Path) -> Credentials | None:
+def _from_auths(auths: object, host: str, path: Path) -> Credentials | None:
     if not isinstance(auths, dict):
         return None
     for key, entry in auths.items():
-        if normalize_host(key) != host or not isinstance(entry, dict):
+        if not isinstance(key, str) or normalize_host(key) != host or not isinstance(entry, dict):
             continue
         source = f"{path} (auths.{key})"
         if entry.get("identitytoken"):
@@ -187,10 +190,12 @@ def _from_helper(name: str, host: str) -> Credentials | None:
 
 def _parse_helper_answer(text: str, program: str, host: str) -> Credentials | None:
     try:
-        answer = json.loads(text)
-        username, secret = str(answer.get("Username") or ""), str(answer.get("Secret") or "")
-    except (ValueError, AttributeError):
-        raise AuthError(f"credential helper {program} answered for {host} with something that is not JSON") from None
+        answer: object = json.loads(text)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise AuthError(f"credential helper {program} answered for {host} with something that is not JSON")
+    username, secret = str(answer.get("Username") or ""), str(answer.get("Secret") or "")
     source = f"credential helper {program}"
     if username == _TOKEN_USERNAME:
         return Credentials(username, identity_token=secret, source=source)
