@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ._chart import Chart
-from ._manifest import ChartEntry, ReleaseManifest
+from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import image_overrides
 from ._reference import Reference
@@ -69,7 +69,7 @@ def write_install_files(
         overrides, unredirected = chart_overrides(images, targets, entry.name, charts.get(entry.name))
         values = merge(merge(entry.values, (site_values or {}).get(entry.name, {})), overrides)
         if entry.resource is not None:
-            document = custom_resource(entry, values, locations[entry.name])
+            document = custom_resource(entry.resource, values, locations[entry.name])
             path = directory / entry.resource.file
             kind = "resource"
         else:
@@ -90,8 +90,7 @@ def chart_overrides(
     return overrides, unredirected
 
 
-def custom_resource(entry: ChartEntry, values: Values, location: ChartLocation) -> dict[str, Any]:
-    resource = entry.resource
+def custom_resource(resource: CustomResource, values: Values, location: ChartLocation) -> dict[str, Any]:
     document = copy.deepcopy(resource.template)
     chart_ref = {"url": location.repo_url, "name": location.name, "version": location.version}
     set_path(document, resource.chart_path.split("."), chart_ref)

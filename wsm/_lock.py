@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from ._exceptions import BundleError, InvalidPlatform, InvalidReference, WsmError
@@ -241,8 +241,8 @@ class BundleLock:
         if read.integer("format", 0) > LOCK_FORMAT:
             raise BundleError(f"{origin}: written by a newer wsm (lock format {data['format']}); upgrade wsm",
                               path=origin)
-        images = [BundleImage.from_dict(item, f"{origin}: images[{i}]") for i, item in enumerate(read.list("images"))]
-        charts = [BundleChart.from_dict(item, f"{origin}: charts[{i}]") for i, item in enumerate(read.list("charts"))]
+        images = [BundleImage.from_dict(item, f"{origin}: images[{i}]") for i, item in enumerate(read.items("images"))]
+        charts = [BundleChart.from_dict(item, f"{origin}: charts[{i}]") for i, item in enumerate(read.items("charts"))]
         return cls(
             created=read.string("created", "") or utc_now(),
             updated=read.string("updated", "") or utc_now(),
@@ -251,7 +251,7 @@ class BundleLock:
             platforms=read.platforms("platforms"),
             images={image.key: image for image in images},
             charts={chart.key: chart for chart in charts},
-            failures=tuple(_failure(item, f"{origin}: failures[{i}]") for i, item in enumerate(read.list("failures"))),
+            failures=tuple(_failure(item, f"{origin}: failures[{i}]") for i, item in enumerate(read.items("failures"))),
         )
 
     @classmethod
@@ -293,13 +293,13 @@ class _Reader:
     """Typed reads of one JSON object of the lock, failing with `<where>.<key>: <what is wrong>`."""
 
     def __init__(self, data: object, where: str) -> None:
-        if not isinstance(data, dict):
-            self.fail("", f"expected an object, found {type(data).__name__}", where)
-        self.data: Mapping[str, Any] = data
         self.where = where
+        if not isinstance(data, dict):
+            self.fail("", f"expected an object, found {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
 
-    def fail(self, key: str, problem: str, where: str | None = None) -> Any:
-        place = f"{where or self.where}.{key}" if key else (where or self.where)
+    def fail(self, key: str, problem: str) -> NoReturn:
+        place = f"{self.where}.{key}" if key else self.where
         raise BundleError(f"{place}: {problem}; the lock file was edited or damaged")
 
     def value(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -326,7 +326,7 @@ class _Reader:
     def boolean(self, key: str, default: bool) -> bool:
         return bool(self.value(key, bool, default))
 
-    def list(self, key: str) -> list[Any]:
+    def items(self, key: str) -> list[Any]:
         return list(self.value(key, list, []))
 
     def choice(self, key: str, kind: type[Enum]) -> Any:
@@ -368,7 +368,7 @@ class _Reader:
 
     def descriptors(self, key: str, *, platform_as_text: bool = False) -> list[Descriptor]:
         return [self._descriptor(item, f"{self.where}.{key}[{i}]", platform_as_text)
-                for i, item in enumerate(self.list(key))]
+                for i, item in enumerate(self.items(key))]
 
     def descriptor(self, key: str) -> Descriptor:
         return self._descriptor(self.value(key, dict), f"{self.where}.{key}", False)

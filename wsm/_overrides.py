@@ -33,7 +33,7 @@ def image_overrides(
         sources = [s for s in image.sources if _belongs(s, chart)]
         for source in sources:
             if source.path and source.shape:
-                values = merge(values, _override(source, target))
+                values = merge(values, _override(source.path, source.shape, target))
             if source.registry_path:
                 decided: Values = {}
                 set_path(decided, source.registry_path.split("."), target.registry)
@@ -47,12 +47,12 @@ def _belongs(source: ImageSource, chart: str) -> bool:
     return source.chart == chart or source.chart.startswith(chart + "/")
 
 
-def _override(source: ImageSource, target: Reference) -> Values:
+def _override(path: str, shape: Shape, target: Reference) -> Values:
     node: dict[str, Any]
-    if source.shape is Shape.STRING:
+    if shape is Shape.STRING:
         node_value: Any = target.canonical
     else:
-        node = {"repository": target.name} if source.shape is Shape.REPOSITORY else {
+        node = {"repository": target.name} if shape is Shape.REPOSITORY else {
             "registry": target.registry,
             "repository": target.repository,
         }
@@ -62,7 +62,7 @@ def _override(source: ImageSource, target: Reference) -> Values:
             node["digest"] = target.digest
         node_value = node
     result: Values = {}
-    set_path(result, source.path.split("."), node_value, source.path)
+    set_path(result, path.split("."), node_value, path)
     return result
 
 
@@ -96,7 +96,7 @@ def rewrite_values_file(path: Path, overrides: Values) -> Path:
     return backup
 
 
-def _merge_in_place(document: dict, overrides: Values) -> None:
+def _merge_in_place(document: dict[str, Any], overrides: Values) -> None:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(document.get(key), dict):
             _merge_in_place(document[key], value)

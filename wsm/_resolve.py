@@ -80,7 +80,7 @@ def images_of_chart(chart: Chart, values: Values, label: str) -> _ChartResult:
     return result
 
 
-def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping, result: _ChartResult) -> None:
+def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[str, Any], result: _ChartResult) -> None:
     subcharts = _subchart_values(chart, values, label)
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
     found, skipped = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
@@ -114,7 +114,7 @@ def _subchart_values(chart: Chart, values: Values, label: str) -> dict[str, tupl
     return result
 
 
-def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping) -> str | None:
+def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping[str, Any]) -> str | None:
     """Helm's rule: the first condition path that holds a boolean decides; else any true tag enables."""
     for condition in (dependency.condition or "").split(","):
         condition = condition.strip()
@@ -178,6 +178,8 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         chart_found = result.found
         if options.render:
             location = resolved_chart.archive or entry.source.path
+            if location is None:
+                raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
             chart_found = _with_render(entry, location, values, chart_found, resolution, options)
         found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in chart_found]
         resolution.skipped += result.skipped

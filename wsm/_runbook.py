@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._install import ChartLocation, InstallFile
-from ._manifest import ReleaseManifest
+from ._manifest import ChartEntry, ReleaseManifest
 
 REPO_ALIAS = "internal"
 
@@ -70,7 +70,7 @@ def runbook(
     return "\n".join(lines) + "\n"
 
 
-def _helm_install(entry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:
+def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:
     chart = location.oci_ref if location.is_oci else f"{REPO_ALIAS}/{location.name}"
     release = entry.release or entry.name
     return (

@@ -220,11 +220,11 @@ def _raise_for(report: VerifyReport, allow_incomplete: bool) -> None:
             path=where / report.missing[0],
         )
     if report.failures and not allow_incomplete:
-        first = report.failures[0]
+        failure = report.failures[0]
         more = len(report.failures) - 1
         extra = f" and {more} more" if more else ""
         raise BundleError(
-            f"bundle {where} is incomplete: the download could not fetch {first.name}{extra} ({first.reason}); "
+            f"bundle {where} is incomplete: the download could not fetch {failure.name}{extra} ({failure.reason}); "
             "rerun wsm download on the connected side",
             path=where,
         )
