@@ -52,8 +52,7 @@ images = [ResolvedImage(Reference.parse(ref), "bench") for ref in refs]
 options = RegistryOptions(transport=TransportOptions(plain_http=True), concurrency=concurrency)
 started = time.monotonic()
 with RegistryClient(options) as client:
-    report = download(images, [], Path(bundle), client=client, platforms=None, concurrency=concurrency,
-                      progress=False)
+    report = download(images, [], Path(bundle), client=client, platforms=None, concurrency=concurrency)
 assert report.ok, report.to_dict()
 seconds = time.monotonic() - started
 # VmHWM is this program's own peak; ru_maxrss would also count the parent's memory this process forked from.

@@ -34,17 +34,19 @@ WSM_PUSH = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from wsm._bundle import verify
+from wsm._bundle import Bundle
 from wsm._http import TransportOptions
 from wsm._push import PushOptions, image_totals, push_release
 from wsm._remote import RegistryClient, RegistryOptions
-bundle, registry, concurrency = json.loads(sys.argv[1])
+from wsm._verify import verify
+bundle_dir, registry, concurrency = json.loads(sys.argv[1])
 started = time.monotonic()
-verify(Path(bundle))  # timed alone here; push_release verifies again, as `wsm push` does
+bundle = Bundle.open(Path(bundle_dir))
+verify(bundle)  # timed alone here; push_release verifies again, as `wsm push` does
 verified = time.monotonic()
 options = RegistryOptions(transport=TransportOptions(plain_http=True), concurrency=concurrency)
 with RegistryClient(options) as client:
-    report = push_release(Path(bundle), PushOptions(registry=registry, concurrency=concurrency), client)
+    report = push_release(bundle, PushOptions(registry=registry, concurrency=concurrency), client)
 assert not report.failures, [job.error for job in report.failures]
 done = time.monotonic()
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -84,7 +86,7 @@ def make_bundle(refs: list[str], bundle: Path) -> Path:
 
     images = [ResolvedImage(Reference.parse(ref), "bench") for ref in refs]
     with RegistryClient(RegistryOptions(transport=TransportOptions(plain_http=True))) as client:
-        report = download(images, [], bundle, client=client, platforms=None, progress=False)
+        report = download(images, [], bundle, client=client, platforms=None)
     assert report.ok, report.to_dict()
     return bundle
 

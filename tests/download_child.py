@@ -56,7 +56,7 @@ def main(args: dict) -> int:
         try:
             report = download(
                 images, [], Path(args["bundle"]), client=client, platforms=platforms,
-                concurrency=int(args.get("concurrency", 1)), progress=False,
+                concurrency=int(args.get("concurrency", 1)),
             )
         except WsmError as error:
             print(error, file=sys.stderr)

@@ -260,7 +260,7 @@ def test_a_tarball_edited_with_sha256sums_rewritten_is_caught_by_the_lock(downlo
     start = member.offset_data
     text = bytes(data[start : start + member.size])
     assert b"verify/two:1.0" in text
-    data[start : start + member.size] = text.replace(b"verify/two:1.0", b"verify/evil:1")
+    data[start : start + member.size] = text.replace(b"verify/two:1.0", b"verify/evi:1.0")  # same length
     tar.write_bytes(bytes(data))
     rewrite_checksums(root)
     with pytest.raises(CorruptBundle, match=rf"images/{tar.name}: sha256 is \w+, the lock says \w+"):

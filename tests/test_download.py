@@ -5,23 +5,26 @@ that drops connections and answers 500/429; a SIGKILL halfway; a file-size limit
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from faults import FaultProxy
 from images import make_image, push_layout
-from wsm._bundle import Bundle, verify
-from wsm._download import download
+from support import sha256, skopeo
+from wsm._bundle import Bundle, BundleDir
+from wsm._cli import ProgressBar
+from wsm._download import Status, download
 from wsm._exceptions import BundleError
 from wsm._layout import scan_image_tar
 from wsm._model import ImageSource, Method, ResolvedChart, ResolvedImage
 from wsm._reference import Reference
 from wsm._remote import Platform
+from wsm._verify import verify as verify_opened
 
 CHILD = Path(__file__).resolve().parent / "download_child.py"
 AMD64, ARM64, S390X = Platform.parse("linux/amd64"), Platform.parse("linux/arm64"), Platform.parse("linux/s390x")
@@ -39,15 +42,12 @@ def image(host: str, name: str, tag: str = "1.0") -> ResolvedImage:
 
 def fetch(images, bundle: Path, client, platforms=None, **kwargs):
     charts = kwargs.pop("charts", [])
-    return download(images, charts, bundle, client=client, platforms=platforms, progress=False, **kwargs)
+    return download(images, charts, bundle, client=client, platforms=platforms, **kwargs)
 
 
-def skopeo(*args: str) -> bytes:
-    return subprocess.run(["skopeo", *args], check=True, capture_output=True).stdout
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def verify(bundle: Path, **options):
+    """`wsm verify` of the bundle directory, as the offline side runs it."""
+    return verify_opened(Bundle.open(bundle), **options)
 
 
 def sha256sum_check(bundle: Path) -> None:
@@ -141,9 +141,40 @@ def test_a_subset_of_platforms_gets_an_index_made_by_wsm_and_recorded_as_such(re
     verify(bundle)
 
 
+class Recorded:
+    """A `Progress` that remembers what it heard (from several threads)."""
+
+    def __init__(self):
+        self.expected = self.advanced = 0
+        self.taken_back = False
+        self._lock = threading.Lock()
+
+    def expect(self, count: int) -> None:
+        with self._lock:
+            self.expected += count
+
+    def advance(self, count: int) -> None:
+        with self._lock:
+            self.advanced += count
+            self.taken_back = self.taken_back or count < 0
+
+
+def test_progress_hears_every_byte_and_the_library_draws_nothing(registry, tmp_path, client, capfd):
+    built = make_image(registry, "dl/progress", tmp_path, layer_sizes=(200_000,), incompressible=True)
+    heard = Recorded()
+    report = download([image(registry.host, "dl/progress")], [], tmp_path / "bundle", client=client, platforms=None,
+                      progress=heard)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # the library prints nothing: drawing is the caller's business
+    fetched = sum(size for digest, size in built.blobs.items() if digest != built.digest)
+    assert heard.expected == heard.advanced == report.bytes_fetched == fetched
+
+
 def test_the_progress_bar_counts_bytes_on_stderr_only(registry, tmp_path, client, capfd):
-    make_image(registry, "dl/progress", tmp_path, layer_sizes=(200_000,), incompressible=True)
-    download([image(registry.host, "dl/progress")], [], tmp_path / "bundle", client=client, platforms=None)
+    make_image(registry, "dl/progress-bar", tmp_path, layer_sizes=(200_000,), incompressible=True)
+    with ProgressBar("download", enabled=True, leave=True) as bar:
+        download([image(registry.host, "dl/progress-bar")], [], tmp_path / "bundle", client=client, platforms=None,
+                 progress=bar)
     out, err = capfd.readouterr()
     assert out == "" and "download" in err and "100%" in err
 
@@ -157,7 +188,8 @@ def test_a_platform_the_image_lacks_fails_that_image_in_one_line_naming_what_it_
         platforms=[S390X],
     )
     failed, ok = report.images
-    assert failed.status == "failed" and ok.status == "ok" and not report.ok
+    assert failed.status is Status.FAILED and ok.status is Status.OK and not report.ok
+    assert report.to_dict()["images"][0]["status"] == "failed"  # `-o json` keeps the plain words
     assert failed.reason == (
         f"{registry.host}/dl/no-s390x:1.0 has no linux/s390x image; it has linux/amd64, linux/arm64"
     )
@@ -213,7 +245,7 @@ def test_a_disk_too_small_for_the_bundle_is_refused_before_fetching(registry, tm
 
 
 def test_two_downloads_into_one_bundle_at_once_are_refused(tmp_path, client):
-    bundle = Bundle(tmp_path / "bundle")
+    bundle = BundleDir(tmp_path / "bundle")
     bundle.prepare()
     with open(bundle.work / "run.lock", "a+") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)

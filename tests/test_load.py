@@ -14,6 +14,7 @@ import pytest
 from images import make_image
 from wsm._download import download
 from wsm._exceptions import BundleError, CorruptBundle, WsmError
+from wsm._bundle import Bundle
 from wsm._load import load
 from wsm._model import ResolvedImage
 from wsm._reference import Reference
@@ -28,7 +29,7 @@ def bundle(registry, tmp_path_factory, plain_client) -> tuple[Path, dict]:
         "load/multi": make_image(registry, "load/multi", tmp, platforms=("linux/amd64", "linux/arm64"), oci=True),
     }
     images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "core") for name in built]
-    report = download(images, [], tmp / "bundle", client=plain_client, platforms=None, progress=False)
+    report = download(images, [], tmp / "bundle", client=plain_client, platforms=None)
     assert report.ok
     return tmp / "bundle", built
 
@@ -40,7 +41,7 @@ def docker(engine, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.docker
 def test_load_puts_every_image_into_docker_under_its_name(docker_engine, bundle, registry):
     root, built = bundle
-    loaded = load(root, docker_host=docker_engine.url)
+    loaded = load(Bundle.open(root), docker_host=docker_engine.url)
     assert sorted(loaded) == sorted(f"{registry.host}/{name}:1.0" for name in built)
     for name in built:
         inspected = docker(docker_engine, "image", "inspect", f"{registry.host}/{name}:1.0")
@@ -52,11 +53,11 @@ def test_load_puts_every_image_into_docker_under_its_name(docker_engine, bundle,
 @pytest.mark.docker
 def test_load_can_pick_images_by_name(docker_engine, bundle, registry):
     root, _ = bundle
-    assert load(root, docker_host=docker_engine.url, images=[f"{registry.host}/load/single:1.0"]) == [
+    assert load(Bundle.open(root), docker_host=docker_engine.url, images=[f"{registry.host}/load/single:1.0"]) == [
         f"{registry.host}/load/single:1.0"
     ]
     with pytest.raises(BundleError, match="'nope:1' is not in the bundle"):
-        load(root, docker_host=docker_engine.url, images=["nope:1"])
+        load(Bundle.open(root), docker_host=docker_engine.url, images=["nope:1"])
 
 
 @pytest.mark.docker
@@ -70,7 +71,7 @@ def test_a_damaged_tarball_is_refused_before_docker_sees_it(docker_engine, bundl
     data[-3000] ^= 0xFF
     tar.write_bytes(bytes(data))
     with pytest.raises(CorruptBundle) as caught:
-        load(copy, docker_host=docker_engine.url, images=[tar.name])
+        load(Bundle.open(copy), docker_host=docker_engine.url, images=[tar.name])
     expected = f"images/{tar.name} does not match the bundle's lock file: it is damaged; run wsm verify"
     assert str(caught.value) == expected
 
@@ -79,7 +80,7 @@ def test_a_damaged_tarball_is_refused_before_docker_sees_it(docker_engine, bundl
 def test_docker_refusing_a_tarball_is_one_line_naming_it(docker_engine, registry, plain_client, tmp_path):
     built = make_image(registry, "load/fresh", tmp_path, layer_sizes=(20_000,), incompressible=True)
     wanted = [ResolvedImage(Reference.parse(f"{registry.host}/load/fresh:1.0"), "core")]
-    download(wanted, [], tmp_path / "bundle", client=plain_client, platforms=None, progress=False)
+    download(wanted, [], tmp_path / "bundle", client=plain_client, platforms=None)
     tar = next((tmp_path / "bundle" / "images").glob("*fresh*"))
     layer = max(built.blobs, key=built.blobs.get)
     with tarfile.open(tar) as archive:
@@ -88,7 +89,7 @@ def test_docker_refusing_a_tarball_is_one_line_naming_it(docker_engine, registry
     data[offset + 10_000] ^= 0xFF
     tar.write_bytes(bytes(data))
     with pytest.raises(WsmError) as caught:
-        load(tmp_path / "bundle", docker_host=docker_engine.url, check=False)
+        load(Bundle.open(tmp_path / "bundle"), docker_host=docker_engine.url, check=False)
     assert str(caught.value).startswith(f"docker refused images/{tar.name}: ")
     assert "\n" not in str(caught.value)
 
@@ -97,7 +98,7 @@ def test_no_engine_answering_is_one_clear_line(bundle, tmp_path):
     root, _ = bundle
     host = f"unix://{tmp_path}/no-docker.sock"
     with pytest.raises(WsmError) as caught:
-        load(root, docker_host=host)
+        load(Bundle.open(root), docker_host=host)
     assert str(caught.value) == f"no Docker engine answers at {host}; start dockerd or set DOCKER_HOST"
 
 

@@ -53,7 +53,7 @@ def bundle_of(registry, tmp_path, plain_client, names_and_kwargs, platforms=None
         source = ImageSource("app", Method.VALUES, f"{name.split('/')[-1]}.image")
         images.append(ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "g", (source,)))
     bundle_dir = tmp_path / "bundle"
-    report = download(images, [], bundle_dir, client=plain_client, platforms=platforms, progress=False)
+    report = download(images, [], bundle_dir, client=plain_client, platforms=platforms)
     assert report.ok, report.failures
     bundle = Bundle(bundle_dir)
     return bundle, bundle.read_lock(), built
@@ -173,7 +173,7 @@ def test_blobs_shared_between_images_are_mounted_not_sent_again(
     for name in ("push/twin-a", "push/twin-b"):
         push_layout(built, f"{registry.host}/{name}:1.0")
     images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "g") for name in ("push/twin-a", "push/twin-b")]
-    report = download(images, [], tmp_path / "bundle", client=plain_client, platforms=None, progress=False)
+    report = download(images, [], tmp_path / "bundle", client=plain_client, platforms=None)
     assert report.ok
     bundle = Bundle(tmp_path / "bundle")
     lock = bundle.read_lock()

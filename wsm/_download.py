@@ -1,12 +1,14 @@
 """`download`: fetch a release's images and charts from their registries into a verified, resumable bundle.
 
-A run has three steps:
-1. plan: for every image, resolve its top manifest, pick the platforms, fetch the platform manifests, and
-   list every blob it needs (images already complete in the bundle at the same upstream digest are skipped);
-2. fetch: blobs stream into `.wsm-partial/blobs/<hex>.partial` on a bounded pool, each fetched once per run
-   however many images share it, resuming from what an interrupted run left (Range requests);
-3. assemble: as soon as an image's blobs are all there, its tarball is written (`.partial`, fsync, rename)
-   and the lock file is rewritten, so a run killed at any moment leaves only complete, recorded tarballs.
+This module runs the steps; each step's idea lives in its own module:
+1. plan (`_plan`): for every image, resolve its top manifest, pick the platforms, fetch the platform
+   manifests, and list every blob it needs (images already complete in the bundle at the same upstream
+   digest are skipped);
+2. fetch (`_blobstore`): blobs stream into `.wsm-partial/blobs/<hex>.partial` on a bounded pool, each fetched
+   once per run however many images share it, resuming from what an interrupted run left (Range requests);
+3. assemble (`_assemble`): as soon as an image's blobs arrive, its tarball is written (`.partial`, fsync,
+   rename) and the lock file is rewritten, so a run killed at any moment leaves only complete, recorded
+   tarballs.
 
 A single image that fails (unknown tag, missing platform, a registry error) does not stop the others; it is
 reported. A bundle-level problem (disk full, the bundle not writable) stops the run with one clear line.
@@ -16,57 +18,53 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
-import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tqdm import tqdm
-
-from ._bundle import (
-    KEPT_AS_IS,
-    KEPT_PLATFORM,
-    KEPT_SUBSET_INDEX,
-    Bundle,
-    Lock,
-    LockedChart,
-    LockedImage,
-    assign_names,
-    chart_key,
-    chart_stem,
-    image_stem,
-    utc_now,
-    write_checksums,
-)
-from ._exceptions import BundleError, NotFound, WsmError
-from ._layout import TarBlob, hash_file, partial_path, write_image_tar
-from ._model import ResolvedChart, ResolvedImage
+from ._assemble import bundle_image, write_tarball
+from ._blobstore import BlobStore, Stopped
+from ._bundle import BundleDir, assign_names, chart_stem, image_stem, write_checksums
+from ._exceptions import BundleError, Hint, StorageError, WsmError
+from ._files import commit_partial, partial_path
+from ._format import human_bytes
+from ._layout import hash_file
+from ._lock import BundleChart, BundleImage, BundleLock, Failure, FailureKind, chart_key, platform_names
+from ._model import ResolvedChart, ResolvedImage, merge_images
+from ._plan import ImagePlan, plan_image, select_children
+from ._progress import NO_PROGRESS, Progress
 from ._reference import Reference
-from ._remote import Descriptor, Manifest, Platform, RegistryClient
-from ._remote import compute_digest
+from ._remote import Platform, RegistryClient
 
-OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+_T = TypeVar("_T")
 _DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
-_ATTESTATION = "attestation-manifest"
-AMD64 = Platform("linux", "amd64")
+_BUNDLE_ERRNOS = {*_DISK_FULL, errno.EFBIG, errno.EROFS}  # the bundle's disk, not one image, is at fault
 
 
 # --------------------------------------------------------------------------------------------- results
 
 
+class Status(str, Enum):
+    """How one image or chart fared in a run."""
+
+    OK = "ok"  # downloaded (or copied) in this run
+    SKIPPED = "skipped"  # already complete in the bundle at the same digest
+    FAILED = "failed"
+
+
 @dataclass
 class ImageResult:
     image: str  # the source reference, canonical
-    status: str  # "ok" | "skipped" (already complete in the bundle at the same digest) | "failed"
+    status: Status
     reason: str | None = None  # why it failed: one line
     file: str | None = None  # images/<name>.tar, relative to the bundle (None when it failed)
     digest: str | None = None  # the upstream digest the reference resolved to
@@ -77,21 +75,27 @@ class ImageResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != FAILED
+        return self.status is not Status.FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
 
 
 @dataclass
 class ChartResult:
     name: str
     version: str
-    status: str  # "ok" | "skipped" | "failed"
+    status: Status
     reason: str | None = None
     file: str | None = None  # charts/<name>-<version>.tgz
     digest: str | None = None  # sha256:<hex>
 
     @property
     def ok(self) -> bool:
-        return self.status != FAILED
+        return self.status is not Status.FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
 
 
 @dataclass
@@ -105,7 +109,8 @@ class DownloadReport:
 
     @property
     def failures(self) -> list[ImageResult | ChartResult]:
-        return [result for result in [*self.images, *self.charts] if not result.ok]
+        results: list[ImageResult | ChartResult] = [*self.images, *self.charts]
+        return [result for result in results if not result.ok]
 
     @property
     def ok(self) -> bool:
@@ -115,8 +120,8 @@ class DownloadReport:
         return {
             "bundle": str(self.bundle),
             "ok": self.ok,
-            "images": [asdict(result) for result in self.images],
-            "charts": [asdict(result) for result in self.charts],
+            "images": [result.to_dict() for result in self.images],
+            "charts": [result.to_dict() for result in self.charts],
             "kept_from_earlier": self.kept_from_earlier,
             "bytes_fetched": self.bytes_fetched,
             "seconds": round(self.seconds, 3),
@@ -134,7 +139,7 @@ def download(
     client: RegistryClient,
     platforms: Sequence[Platform] | None,
     concurrency: int = 4,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
     manifest_text: str | None = None,
     on_image_done: Callable[[ImageResult], None] | None = None,
 ) -> DownloadReport:
@@ -142,70 +147,41 @@ def download(
 
     Never raises for one image or chart (see the report); raises WsmError for bundle-level problems.
     Images already in the bundle from earlier runs stay, and stay in the lock with `in_release: false`.
-    `on_image_done` is called (from a worker thread, one call at a time) as each image finishes; print
-    with `tqdm.write` there so the progress bar stays intact.
+    `progress` hears the bytes to fetch and fetched (from several threads). `on_image_done` is called from a
+    worker thread, one call at a time, as each image finishes; an exception it raises stops the run.
     """
     started = time.monotonic()
-    bundle = Bundle(bundle_dir)
+    bundle = BundleDir(bundle_dir)
     bundle.prepare()
     with _exclusive(bundle):
         run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done)
-        report = run.execute(_unique(images), list(charts), manifest_text)
+        report = run.execute(merge_images(images), list(charts), manifest_text)
     report.seconds = time.monotonic() - started
     return report
 
 
 @contextmanager
-def _exclusive(bundle: Bundle) -> Iterator[None]:
+def _exclusive(bundle: BundleDir) -> Iterator[None]:
     """One download per bundle at a time: two would write the same partial files."""
     with open(bundle.work / "run.lock", "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BundleError(
-                f"another wsm download is writing bundle {bundle.root}; wait for it or pick another --bundle"
-            ) from None
+            raise BundleError(f"another wsm download is writing bundle {bundle.root}; wait for it",
+                              path=bundle.root, hint=Hint.BUNDLE) from None
         except OSError as error:  # a filesystem without locks (some network mounts): go on without one
             if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise BundleError(f"cannot lock bundle {bundle.root}: {error.strerror}") from None
+                raise BundleError(f"cannot lock bundle {bundle.root}: {error.strerror}", path=bundle.root) from None
         yield
 
 
-def _unique(images: Sequence[ResolvedImage]) -> list[ResolvedImage]:
-    """One entry per canonical reference; the places an image was found are merged."""
-    merged: dict[str, ResolvedImage] = {}
-    for image in images:
-        key = image.reference.canonical
-        if key in merged:
-            first = merged[key]
-            sources = first.sources + tuple(s for s in image.sources if s not in first.sources)
-            merged[key] = ResolvedImage(first.reference, first.group, sources)
-        else:
-            merged[key] = image
-    return list(merged.values())
-
-
-def platform_names(platforms: Sequence[Platform] | None) -> list[str] | None:
-    return None if platforms is None else sorted({str(platform) for platform in platforms})
-
-
-# ------------------------------------------------------------------------------------------------- plan
-
-
-@dataclass
-class _Plan:
-    """Everything one image's tarball will hold, decided before any layer is fetched."""
+@dataclass(frozen=True)
+class _Job:
+    """An image to download: what the resolver found, where its tarball goes, and what it will hold."""
 
     resolved: ResolvedImage
-    file: str
-    upstream: Manifest  # what the reference resolved to
-    top: Descriptor  # what index.json points at
-    kept: str
-    manifests: list[Manifest]  # platform manifests kept (image manifests and attestations)
-    made_index: bytes | None = None  # the wsm-made index over a subset of platforms
-    documents: dict[str, bytes] = field(default_factory=dict)  # every manifest/index blob: digest -> bytes
-    fetch: list[Descriptor] = field(default_factory=list)  # configs and layers, each once
-    note: str | None = None
+    file: str  # images/<name>.tar, relative to the bundle
+    plan: ImagePlan
 
     @property
     def reference(self) -> Reference:
@@ -215,231 +191,6 @@ class _Plan:
     def key(self) -> str:
         return self.reference.canonical
 
-    def image_manifests(self) -> list[Manifest]:
-        return [m for m in self.manifests if not _is_attestation_manifest(m)]
-
-    def blob_entries(self) -> list[dict[str, Any]]:
-        entries = [
-            {"digest": digest, "size": len(raw), "mediaType": _media_type_of(raw)}
-            for digest, raw in self.documents.items()
-        ]
-        entries += [{"digest": d.digest, "size": d.size, "mediaType": d.media_type} for d in self.fetch]
-        return entries
-
-    def size(self) -> int:
-        return sum(len(raw) for raw in self.documents.values()) + sum(d.size for d in self.fetch)
-
-
-def _media_type_of(raw: bytes) -> str:
-    try:
-        return str(json.loads(raw).get("mediaType") or "")
-    except (ValueError, AttributeError):
-        return ""
-
-
-def _is_attestation(descriptor: Descriptor) -> bool:
-    annotations = descriptor.annotations or {}
-    platform = descriptor.platform
-    return annotations.get("vnd.docker.reference.type") == _ATTESTATION or (
-        platform is not None and platform.os == "unknown" and platform.architecture == "unknown"
-    )
-
-
-def _is_attestation_manifest(manifest: Manifest) -> bool:
-    return any((layer.media_type or "").startswith("application/vnd.in-toto") for layer in manifest.layers())
-
-
-class _Planner:
-    def __init__(self, client: RegistryClient, platforms: Sequence[Platform] | None):
-        self.client = client
-        self.platforms = list(platforms) if platforms is not None else None
-
-    def plan(self, resolved: ResolvedImage, file: str, upstream: Manifest) -> _Plan:
-        reference = resolved.reference
-        if not upstream.is_index:
-            plan = _Plan(resolved, file, upstream, upstream.descriptor(), KEPT_AS_IS, [upstream])
-        else:
-            plan = self._plan_index(resolved, file, upstream)
-        self._collect(plan, reference)
-        return plan
-
-    def _plan_index(self, resolved: ResolvedImage, file: str, upstream: Manifest) -> _Plan:
-        reference = resolved.reference
-        children = upstream.children()
-        chosen = self._choose(reference, children)
-        if len(chosen) == len(children):
-            manifests = [self._child(reference, child) for child in chosen]
-            return _Plan(resolved, file, upstream, upstream.descriptor(), KEPT_AS_IS, manifests)
-        images = [child for child in chosen if not _is_attestation(child)]
-        if len(images) == 1:
-            top = images[0]
-            note = f"platform {top.platform} of upstream index {upstream.digest}"
-            return _Plan(resolved, file, upstream, top, KEPT_PLATFORM, [self._child(reference, top)], note=note)
-        manifests = [self._child(reference, child) for child in chosen]
-        document = json.loads(upstream.raw)
-        keep = {child.digest for child in chosen}
-        document["manifests"] = [entry for entry in document.get("manifests", []) if entry.get("digest") in keep]
-        raw = (json.dumps(document, indent=2) + "\n").encode()
-        top = Descriptor(upstream.media_type, compute_digest(raw), len(raw))
-        names = ", ".join(str(child.platform) for child in images)
-        note = f"index written by wsm over {names} of upstream index {upstream.digest} (not an upstream digest)"
-        return _Plan(resolved, file, upstream, top, KEPT_SUBSET_INDEX, manifests, made_index=raw, note=note)
-
-    def _choose(self, reference: Reference, children: list[Descriptor]) -> list[Descriptor]:
-        if self.platforms is None:
-            return children
-        images = [child for child in children if child.platform is not None and not _is_attestation(child)]
-        chosen: list[Descriptor] = []
-        missing = []
-        for wanted in self.platforms:
-            match = next((child for child in images if wanted.matches(child.platform)), None)
-            if match is None:
-                missing.append(str(wanted))
-            elif match not in chosen:
-                chosen.append(match)
-        if missing:
-            has = ", ".join(str(child.platform) for child in images) or "no platform at all"
-            raise NotFound(f"{reference.familiar} has no {' or '.join(missing)} image; it has {has}")
-        digests = {child.digest for child in chosen}
-        # Keep the attestations (SBOM, provenance) of the platforms kept; they refer to them by digest.
-        chosen += [
-            child
-            for child in children
-            if _is_attestation(child) and (child.annotations or {}).get("vnd.docker.reference.digest") in digests
-        ]
-        return [child for child in children if child in chosen]  # in upstream order
-
-    def _child(self, reference: Reference, child: Descriptor) -> Manifest:
-        manifest = self.client.get_manifest(reference.with_digest(child.digest))
-        if manifest.is_index:
-            raise NotFound(f"{reference.familiar}: index {child.digest} nests another index; wsm keeps one level")
-        return manifest
-
-    def _collect(self, plan: _Plan, reference: Reference) -> None:
-        if plan.kept != KEPT_PLATFORM:
-            plan.documents[plan.top.digest] = plan.made_index or plan.upstream.raw
-        seen: set[str] = set()
-        for manifest in plan.manifests:
-            plan.documents[manifest.digest] = manifest.raw
-            for descriptor in [manifest.config(), *manifest.layers()]:
-                if descriptor.digest not in seen:
-                    seen.add(descriptor.digest)
-                    plan.fetch.append(descriptor)
-        if not plan.image_manifests():
-            raise NotFound(f"{reference.familiar}: no image manifest to load (only attestations)")
-
-
-# ------------------------------------------------------------------------------------------------ blobs
-
-
-class _Stopped(Exception):
-    """Raised inside a transfer to abort it when the run stops (interrupt or a bundle-level error)."""
-
-
-class _Progress:
-    """Counts bytes fetched (for the report) and drives the tqdm bar; thread-safe."""
-
-    def __init__(self, enabled: bool, stop: threading.Event):
-        self.stop = stop
-        self.bar = tqdm(
-            total=0, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, disable=not enabled,
-            desc="download", dynamic_ncols=True,
-        )
-        self.fetched = 0
-        self.by_digest: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def expect(self, count: int) -> None:
-        with self._lock:
-            self.bar.total += count
-            self.bar.refresh()
-
-    def callback(self, digest: str, resumed: int) -> Callable[[int], None]:
-        """The client reports bytes as they land, a resumed prefix included, and takes back (negative
-        counts) what a restart drops; the bar follows it all, the fetched count only the network's bytes."""
-        with self._lock:
-            self.fetched -= resumed
-            self.by_digest[digest] -= resumed
-
-        def advance(count: int) -> None:
-            if self.stop.is_set():
-                raise _Stopped()
-            with self._lock:
-                if count > 0:
-                    self.fetched += count
-                    self.by_digest[digest] += count
-                self.bar.update(count)
-
-        return advance
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _BlobStore:
-    """Blobs under `.wsm-partial/blobs`, each fetched at most once per run, deleted when no image needs it."""
-
-    def __init__(self, bundle: Bundle, client: RegistryClient, pool: ThreadPoolExecutor, progress: _Progress):
-        self.bundle = bundle
-        self.client = client
-        self.pool = pool
-        self.progress = progress
-        self.futures: dict[str, Future[Path]] = {}
-        self.users: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def path(self, digest: str) -> Path:
-        return self.bundle.blobs / digest.partition(":")[2]
-
-    def need(self, plan: _Plan) -> None:
-        """Count `plan` as a user of its blobs and tell the progress bar how much is left to fetch."""
-        for descriptor in plan.fetch:
-            with self._lock:
-                self.users[descriptor.digest] += 1
-                first = self.users[descriptor.digest] == 1
-            if first and not self.path(descriptor.digest).exists():
-                self.progress.expect(descriptor.size)
-
-    def get(self, reference: Reference, descriptor: Descriptor) -> Future[Path]:
-        with self._lock:
-            future = self.futures.get(descriptor.digest)
-            if future is None:
-                future = self.pool.submit(self._fetch, reference, descriptor)
-                self.futures[descriptor.digest] = future
-            return future
-
-    def _fetch(self, reference: Reference, descriptor: Descriptor) -> Path:
-        final = self.path(descriptor.digest)
-        if final.exists():
-            if _still_intact(final, descriptor):
-                return final
-            self.progress.expect(descriptor.size)
-        partial = partial_path(final)
-        resumed = partial.stat().st_size if partial.exists() else 0
-        resumed = resumed if resumed <= descriptor.size else 0  # the client starts a longer file afresh
-        progress = self.progress.callback(descriptor.digest, resumed)
-        self.client.fetch_blob(reference, descriptor, partial, progress=progress)
-        os.replace(partial, final)
-        return final
-
-    def release(self, plan: _Plan) -> None:
-        """`plan`'s tarball is written: delete the blobs no other image of this run still needs."""
-        for descriptor in plan.fetch:
-            with self._lock:
-                self.users[descriptor.digest] -= 1
-                unused = self.users[descriptor.digest] <= 0
-            if unused:
-                self.path(descriptor.digest).unlink(missing_ok=True)
-
-
-def _still_intact(path: Path, descriptor: Descriptor) -> bool:
-    """A blob left complete by an earlier run: trust it only after hashing it again."""
-    digest = hash_file(path)
-    if digest.size == descriptor.size and "sha256:" + digest.sha256 == descriptor.digest:
-        return True
-    path.unlink(missing_ok=True)
-    return False
-
 
 # -------------------------------------------------------------------------------------------------- run
 
@@ -447,22 +198,22 @@ def _still_intact(path: Path, descriptor: Descriptor) -> bool:
 class _Run:
     def __init__(
         self,
-        bundle: Bundle,
+        bundle: BundleDir,
         client: RegistryClient,
         platforms: Sequence[Platform] | None,
         concurrency: int,
-        progress: bool,
+        progress: Progress,
         on_image_done: Callable[[ImageResult], None] | None,
-    ):
+    ) -> None:
         self.bundle = bundle
         self.client = client
-        self.requested = platform_names(platforms)
+        self.platforms = None if platforms is None else tuple(platforms)
+        self.requested = platform_names(self.platforms)
         self.concurrency = concurrency
+        self.progress = progress
         self.on_image_done = on_image_done
-        self.lock: Lock = bundle.read_lock() or Lock()
+        self.lock = bundle.read_lock() or BundleLock()
         self.stop = threading.Event()
-        self.progress = _Progress(progress, self.stop)
-        self.planner = _Planner(client, platforms)
         self.fatal: BaseException | None = None
         self._lock_mutex = threading.Lock()
         self._callback_mutex = threading.Lock()
@@ -475,13 +226,9 @@ class _Run:
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
         if manifest_text is not None:  # else the lock keeps the release manifest it had
             self.lock.manifest = manifest_text
-        self.lock.platforms = self.requested
-        try:
-            report.charts = self._charts(charts)
-            report.images = self._images(images)
-        finally:
-            self.progress.close()
-        report.bytes_fetched = self.progress.fetched
+        self.lock.platforms = self.platforms
+        report.charts = self._charts(charts)
+        report.images, report.bytes_fetched = self._images(images)
         report.kept_from_earlier = self._finish(images, charts, report)
         return report
 
@@ -491,13 +238,10 @@ class _Run:
         keys = {chart_key(c.source, c.name, c.version): c for c in charts}
         kept = {key: Path(entry.file).name for key, entry in self.lock.charts.items()}
         names = assign_names([(key, chart_stem(c.name, c.version)) for key, c in keys.items()], kept, ".tgz")
-        results = []
-        for key, chart in keys.items():
-            results.append(self._guard_disk(lambda k=key, c=chart: self._chart(k, c, names[k])))
-        return results
+        return [self._guard_disk(partial(self._chart, key, chart, names[key])) for key, chart in keys.items()]
 
     def _chart(self, key: str, chart: ResolvedChart, name: str) -> ChartResult:
-        result = ChartResult(chart.name, chart.version, FAILED)
+        result = ChartResult(chart.name, chart.version, Status.FAILED)
         if chart.archive is None:
             result.reason = f"chart {chart.name} {chart.version} came from a directory; package it (helm package)"
             return result
@@ -516,14 +260,14 @@ class _Run:
         dest = self.bundle.charts / name
         previous = self.lock.charts.get(key)
         if previous and previous.digest == result.digest and dest.exists() and dest.stat().st_size == digest.size:
-            result.status = SKIPPED
+            result.status = Status.SKIPPED
         else:
             shutil.copyfile(chart.archive, partial_path(dest))
-            os.replace(partial_path(dest), dest)
-            result.status = OK
-        entry = LockedChart(
-            chart.name, chart.version, chart.source, chart.group, result.file, result.digest, digest.size,
-            chart.release,
+            commit_partial(partial_path(dest), dest)
+            result.status = Status.OK
+        entry = BundleChart(
+            name=chart.name, version=chart.version, source=chart.source, group=chart.group, file=result.file,
+            digest=result.digest, size=digest.size, release=chart.release,
         )
         with self._lock_mutex:
             self.lock.charts[key] = entry
@@ -531,32 +275,32 @@ class _Run:
 
     # ---------------------------------------------------------------------------------------- images
 
-    def _images(self, images: list[ResolvedImage]) -> list[ImageResult]:
+    def _images(self, images: list[ResolvedImage]) -> tuple[list[ImageResult], int]:
+        """Every image's result, in the order asked, and the bytes fetched from registries."""
         kept = {key: Path(entry.file).name for key, entry in self.lock.images.items()}
-        wanted = [(image.reference.canonical, image_stem(image.reference)) for image in images]
-        names = assign_names(wanted, kept, ".tar")
+        names = assign_names([(image.reference.canonical, image_stem(image.reference)) for image in images], kept,
+                             ".tar")
         results: dict[str, ImageResult] = {}
         blob_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wsm-blob")
         image_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wsm-image")
-        store = _BlobStore(self.bundle, self.client, blob_pool, self.progress)
+        store = BlobStore(self.bundle.blobs, self.client, blob_pool, self.progress, self.stop)
         try:
             files = [f"images/{names[image.reference.canonical]}" for image in images]
-            planned = list(image_pool.map(self._plan, images, files))
-            plans = []
-            for image, outcome in zip(images, planned):
+            jobs: list[_Job] = []
+            for image, outcome in zip(images, list(image_pool.map(self._plan, images, files))):
                 if isinstance(outcome, ImageResult):
                     results[image.reference.canonical] = outcome
                     self._done(outcome)
                 else:
-                    plans.append(outcome)
-            self._check_space(plans)
-            for plan in plans:
-                store.need(plan)
+                    jobs.append(outcome)
+            self._check_space(jobs)
+            for job in jobs:
+                store.need(job.plan.fetch)
             # Each image asks for its blobs when its turn comes: at most `concurrency` images' blobs wait
             # in the work area for their tarball, not the whole release's.
-            assemblies = [image_pool.submit(self._assemble, plan, store) for plan in plans]
-            for plan, future in zip(plans, assemblies):
-                results[plan.key] = future.result()
+            assemblies = [image_pool.submit(self._assemble, job, store) for job in jobs]
+            for job, future in zip(jobs, assemblies):
+                results[job.key] = future.result()
         except BaseException:
             self.stop.set()
             raise
@@ -565,24 +309,29 @@ class _Run:
             image_pool.shutdown(wait=True, cancel_futures=True)
         if self.fatal is not None:
             raise self.fatal
-        return [results[image.reference.canonical] for image in images]
+        return [results[image.reference.canonical] for image in images], store.fetched
 
-    def _plan(self, resolved: ResolvedImage, file: str) -> _Plan | ImageResult:
-        """The image's plan, or its result when it is already complete or cannot be downloaded."""
+    def _plan(self, resolved: ResolvedImage, file: str) -> _Job | ImageResult:
+        """The image's job, or its result when it is already complete or cannot be downloaded."""
         reference = resolved.reference
         try:
             previous = self.lock.images.get(reference.canonical)
             if previous and self._still_complete(reference, previous):
                 return self._skip(resolved, previous)
             upstream = self.client.get_manifest(reference)
-            return self.planner.plan(resolved, file, upstream)
+            selection = select_children(upstream, self.platforms, reference)
+            children = {
+                entry.digest: self.client.get_manifest(reference.with_digest(entry.digest))
+                for entry in selection.children
+            }
+            return _Job(resolved, file, plan_image(reference, upstream, children, self.platforms))
         except WsmError as error:
-            return ImageResult(reference.canonical, FAILED, reason=str(error))
+            return ImageResult(reference.canonical, Status.FAILED, reason=str(error))
 
-    def _still_complete(self, reference: Reference, previous: LockedImage) -> bool:
+    def _still_complete(self, reference: Reference, previous: BundleImage) -> bool:
         """The tarball from an earlier run holds what the reference points at now, for the same platforms."""
         path = self.bundle.root / previous.file
-        if previous.requested_platforms != self.requested or not path.exists():
+        if platform_names(previous.requested_platforms) != self.requested or not path.exists():
             return False
         if path.stat().st_size != previous.file_size:
             return False
@@ -592,45 +341,46 @@ class _Run:
             current = head.digest if head is not None else self.client.get_manifest(reference).digest
         return current == previous.digest
 
-    def _skip(self, resolved: ResolvedImage, previous: LockedImage) -> ImageResult:
+    def _skip(self, resolved: ResolvedImage, previous: BundleImage) -> ImageResult:
         with self._lock_mutex:
-            previous.resolved = resolved.to_dict()
-            previous.in_release = True
+            self.lock.images[previous.key] = replace(previous, resolved=resolved, in_release=True)
         return ImageResult(
-            resolved.reference.canonical, SKIPPED, reason="already in the bundle at the same digest",
-            file=previous.file, digest=previous.digest, platforms=list(previous.platforms), size=previous.file_size,
-            note=previous.note,
+            resolved.reference.canonical, Status.SKIPPED, reason="already in the bundle at the same digest",
+            file=previous.file, digest=previous.digest, platforms=[str(p) for p in previous.platforms],
+            size=previous.file_size, note=previous.note,
         )
 
-    def _check_space(self, plans: list[_Plan]) -> None:
-        needed = sum(plan.size() for plan in plans)
+    def _check_space(self, jobs: list[_Job]) -> None:
+        needed = sum(job.plan.size for job in jobs)
         free = shutil.disk_usage(self.bundle.root).free
         if needed > free:
             raise BundleError(
-                f"bundle {self.bundle.root} needs {_human(needed)} for {len(plans)} image(s) but its disk has "
-                f"{_human(free)} free; free some space or pick another --bundle"
+                f"bundle {self.bundle.root} needs {human_bytes(needed)} for {len(jobs)} image(s) but its disk has "
+                f"{human_bytes(free)} free; free some space", path=self.bundle.root, hint=Hint.BUNDLE,
             )
 
-    def _assemble(self, plan: _Plan, store: _BlobStore) -> ImageResult:
-        result = ImageResult(plan.key, FAILED, digest=plan.upstream.digest)
+    def _assemble(self, job: _Job, store: BlobStore) -> ImageResult:
+        result = ImageResult(job.key, Status.FAILED, digest=job.plan.upstream.digest)
         try:
             if self.stop.is_set():
-                raise _Stopped()
-            blobs = [store.get(plan.reference, descriptor) for descriptor in plan.fetch]
-            result = self._write(plan, blobs, store, result)
-        except _Stopped:
+                raise Stopped()
+            blobs = [store.get(job.reference, descriptor) for descriptor in job.plan.fetch]
+            result = self._write(job, blobs, store, result)
+        except Stopped:
             result.reason = "stopped"
-        except WsmError as error:
-            if _disk_cause(error) is None:
-                result.reason = str(error)
+        except StorageError as error:
+            if error.errno in _BUNDLE_ERRNOS:  # the bundle's disk, not this image: no other image can go on
+                self._stop_run(_disk_error(error.errno, error.path or self.bundle.root))
             else:
-                self._stop_run(_disk_error(_disk_cause(error), self.bundle))
+                result.reason = str(error)
+        except WsmError as error:
+            result.reason = str(error)
         except OSError as error:
-            self._stop_run(_disk_error(error, self.bundle))
+            self._stop_run(_disk_error(error.errno, error.filename or self.bundle.root, error.strerror))
         except BaseException as error:  # anything else stops the run too, and is raised once
             self._stop_run(error)
-        result.fetched = sum(self.progress.by_digest[d.digest] for d in plan.fetch)
-        if result.reason is None and result.status == FAILED:
+        result.fetched = store.fetched_for(job.plan.fetch)
+        if result.reason is None and result.status is Status.FAILED:
             result.reason = "stopped"
         if self.fatal is None:
             self._done(result)
@@ -640,84 +390,27 @@ class _Run:
         self.fatal = self.fatal or error
         self.stop.set()
 
-    def _write(self, plan: _Plan, blobs: list[Future[Path]], store: _BlobStore, result: ImageResult) -> ImageResult:
-        paths: dict[str, Path] = {}
-
-        def arriving() -> Iterator[TarBlob]:
-            """Manifests first, then each blob as soon as it is fetched: copying overlaps fetching."""
-            for digest, raw in plan.documents.items():
-                yield TarBlob(digest, len(raw), data=raw)
-            for descriptor, future in zip(plan.fetch, blobs):
-                paths[descriptor.digest] = future.result()
+    def _write(self, job: _Job, blobs: list[Future[Path]], store: BlobStore, result: ImageResult) -> ImageResult:
+        def arriving() -> Iterator[Path]:
+            for future in blobs:
+                path = future.result()
                 if self.stop.is_set():
-                    raise _Stopped()
-                yield TarBlob(descriptor.digest, descriptor.size, paths[descriptor.digest])
+                    raise Stopped()
+                yield path
 
-        written = write_image_tar(
-            self.bundle.root / plan.file,
-            reference=plan.reference,
-            top=plan.top.to_dict(),
-            image_manifest=json.loads(self._docker_manifest(plan).raw),
-            blobs=arriving(),
-        )
-        platforms = self._platforms_of(plan, paths)
-        entry = LockedImage(
-            image=plan.key,
-            digest=plan.upstream.digest,
-            media_type=plan.upstream.media_type,
-            file=plan.file,
-            file_size=written.size,
-            file_sha256=written.sha256,
-            top=plan.top.to_dict(),
-            kept=plan.kept,
-            manifests=[
-                {**m.descriptor().to_dict(), "platform": platforms.get(m.digest)} for m in plan.manifests
-            ],
-            platforms=[platforms[m.digest] for m in plan.image_manifests() if platforms.get(m.digest)],
-            requested_platforms=self.requested,
-            blobs=plan.blob_entries(),
-            resolved=plan.resolved.to_dict(),
-            downloaded=utc_now(),
-            note=plan.note,
-        )
+        tarball = write_tarball(self.bundle.root / job.file, job.resolved, job.plan, arriving())
+        entry = bundle_image(job.resolved, job.plan, job.file, tarball, self.platforms)
         self._record(entry)
-        store.release(plan)
-        result.status, result.file, result.size, result.platforms = OK, plan.file, written.size, entry.platforms
-        result.note = plan.note
+        store.release(job.plan.fetch)
+        result.status, result.file, result.size = Status.OK, job.file, tarball.file.size
+        result.platforms = [str(platform) for platform in entry.platforms]
+        result.note = job.plan.note
         return result
 
-    def _platforms_of(self, plan: _Plan, paths: dict[str, Path]) -> dict[str, str]:
-        """Platform of each kept manifest: from the index entry, else from the image's config."""
-        found: dict[str, str] = {}
-        entries = {child.digest: child for child in plan.upstream.children()}
-        for manifest in plan.image_manifests():
-            entry = entries.get(manifest.digest)
-            if entry is not None and entry.platform is not None:
-                found[manifest.digest] = str(entry.platform)
-                continue
-            try:
-                config = json.loads(paths[manifest.config().digest].read_bytes())
-                platform = Platform.from_dict(config)
-            except (ValueError, OSError, AttributeError):
-                platform = None
-            if platform is not None:
-                found[manifest.digest] = str(platform)
-        return found
-
-    def _docker_manifest(self, plan: _Plan) -> Manifest:
-        """The one platform `docker load` gets: linux/amd64 when kept, else the first kept."""
-        images = plan.image_manifests()
-        entries = {child.digest: child for child in plan.upstream.children()}
-        for manifest in images:
-            entry = entries.get(manifest.digest)
-            if entry is not None and entry.platform is not None and AMD64.matches(entry.platform):
-                return manifest
-        return images[0]
-
-    def _record(self, entry: LockedImage) -> None:
+    def _record(self, entry: BundleImage) -> None:
         """Add a finished image to the lock and rewrite it at once: a killed run keeps what it finished."""
         with self._lock_mutex:
-            self.lock.images[entry.image] = entry
+            self.lock.images[entry.key] = entry
             self.bundle.write_lock(self.lock)
 
     def _done(self, result: ImageResult) -> None:
@@ -725,69 +418,42 @@ class _Run:
             with self._callback_mutex:
                 self.on_image_done(result)
 
-    def _guard_disk(self, action: Callable[[], Any]) -> Any:
+    def _guard_disk(self, action: Callable[[], _T]) -> _T:
         """Turn a full disk (or an unwritable bundle) into one clear line that stops the run."""
         try:
             return action()
         except OSError as error:
-            raise _disk_error(error, self.bundle) from None
+            raise _disk_error(error.errno, error.filename or self.bundle.root, error.strerror) from None
 
     # ---------------------------------------------------------------------------------------- finish
 
     def _finish(self, images: list[ResolvedImage], charts: list[ResolvedChart], report: DownloadReport) -> list[str]:
         """Write the final lock and SHA256SUMS; drop the work area when nothing is left to resume."""
         asked = {image.reference.canonical for image in images}
-        asked_charts = {chart_key(c.source, c.name, c.version) for c in charts}
-        for key, entry in self.lock.images.items():
-            entry.in_release = key in asked
-        for key, chart in self.lock.charts.items():
-            chart.in_release = key in asked_charts
-        self.lock.failures = [
-            {"kind": "image", "name": result.image, "reason": result.reason or ""}
-            for result in report.images
-            if not result.ok
-        ] + [
-            {"kind": "chart", "name": f"{result.name}-{result.version}", "reason": result.reason or ""}
-            for result in report.charts
-            if not result.ok
-        ]
-        self._guard_disk(lambda: (self.bundle.write_lock(self.lock), write_checksums(self.bundle.root)))
+        self.lock.mark_release(asked, {chart_key(c.source, c.name, c.version) for c in charts})
+        self.lock.failures = tuple(
+            [Failure(FailureKind.IMAGE, r.image, r.reason or "") for r in report.images if not r.ok]
+            + [Failure(FailureKind.CHART, f"{r.name}-{r.version}", r.reason or "") for r in report.charts if not r.ok]
+        )
+        def write() -> None:
+            self.bundle.write_lock(self.lock)
+            write_checksums(self.bundle, self.lock)
+
+        self._guard_disk(write)
         if report.ok:  # nothing left to resume: the bundle holds only what belongs to it
             shutil.rmtree(self.bundle.work, ignore_errors=True)
         return sorted(key for key in self.lock.images if key not in asked)
 
 
-_BUNDLE_ERRNOS = {*_DISK_FULL, errno.EFBIG, errno.EROFS}
-
-
-def _disk_cause(error: BaseException) -> OSError | None:
-    """The full-disk OSError behind `error` (the registry client reports write failures as a WsmError)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _BUNDLE_ERRNOS:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _disk_error(error: OSError, bundle: Bundle) -> WsmError:
-    where = error.filename or bundle.root
-    if error.errno in _DISK_FULL:
-        return BundleError(
-            f"cannot write {where}: {_DISK_FULL[error.errno]}; free some space (a rerun resumes) or pick another "
-            "--bundle"
-        )
-    if error.errno == errno.EFBIG:
+def _disk_error(number: int | None, where: Path | str, reason: str | None = None) -> BundleError:
+    """One line for a bundle that cannot be written (`number` is the errno): what, where, and what to do."""
+    if number in _DISK_FULL:
+        return BundleError(f"cannot write {where}: {_DISK_FULL[number]}; free some space (a rerun resumes)",
+                           path=where, hint=Hint.BUNDLE)
+    if number == errno.EFBIG:
         return BundleError(
             f"cannot write {where}: the file is larger than this filesystem or limit allows (FAT32 stops at "
-            "4 GiB); use an exFAT, NTFS or ext4 disk"
+            "4 GiB); use an exFAT, NTFS or ext4 disk", path=where,
         )
-    return BundleError(f"cannot write {where}: {error.strerror or error}; check the bundle directory")
-
-
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"
+    reason = reason or (os.strerror(number) if number is not None else "unknown error")
+    return BundleError(f"cannot write {where}: {reason}; check the bundle directory", path=where)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import BundleError, TarballError
+from ._files import partial_path
 from ._reference import Reference
 
 OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -99,11 +100,6 @@ def docker_manifest_json(image_manifest: dict[str, Any], reference: Reference) -
 
 def _json(data: object) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
-
-
-def partial_path(path: Path) -> Path:
-    """Where `path` is written until it is complete."""
-    return path.with_name(path.name + ".partial")
 
 
 def write_image_tar(

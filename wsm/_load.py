@@ -7,7 +7,7 @@ layer against the image config's diff_ids itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import docker
 import docker.errors
@@ -60,7 +60,9 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, c
     try:
         with open(path, "rb") as handle:
             # The low-level call: the high-level `images.load` ignores an error status of the engine.
-            for event in client.api.load_image(handle, quiet=True):
+            # types-docker leaves `load_image` unannotated: it yields the engine's JSON messages as dicts.
+            events: Iterable[dict[str, str]] = client.api.load_image(handle, quiet=True)  # type: ignore[no-untyped-call]
+            for event in events:
                 problem = event.get("error") or (event.get("message") if "stream" not in event else None)
                 if problem:
                     raise WsmError(f"docker refused {entry.file}: {_one_line(problem)}; run wsm verify on the bundle")

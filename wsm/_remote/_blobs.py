@@ -9,9 +9,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import IO, Union
 
-from .._exceptions import DigestMismatch, WsmError
+from .._exceptions import DigestMismatch, StorageError, WsmError
 from ._types import Descriptor, hasher_for
 
 CHUNK = 64 * 1024
@@ -82,21 +82,23 @@ class PartialDownload:
             f"deleted {self.dest.name}, run again to download it afresh"
         )
 
-    def _write(self, out, chunk: bytes) -> None:
+    def _write(self, out: IO[bytes], chunk: bytes) -> None:
         try:
             out.write(chunk)
         except OSError as error:
             reason = error.strerror or error
-            raise WsmError(f"cannot write {self.dest}: {reason}; free space or pick another directory") from None
+            raise StorageError(f"cannot write {self.dest}: {reason}; free space or pick another directory",
+                               path=self.dest, errno=error.errno) from None
         self.hasher.update(chunk)
         self.offset += len(chunk)
         self.progress(len(chunk))
 
-    def _open(self, mode: str):
+    def _open(self, mode: str) -> IO[bytes]:
         try:
             return self.dest.open(mode)
         except OSError as error:
-            raise WsmError(f"cannot open {self.dest}: {error.strerror}") from None
+            raise StorageError(f"cannot open {self.dest}: {error.strerror}", path=self.dest,
+                               errno=error.errno) from None
 
     def _truncate(self) -> None:
         with self._open("wb"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -167,9 +168,27 @@ class Manifest:
     def descriptor(self) -> Descriptor:
         return Descriptor(media_type=self.media_type, digest=self.digest, size=len(self.raw))
 
+    def subset(self, keep: Collection[str]) -> Manifest:
+        """A new index over the entries of this one whose digest is in `keep`, in this index's order.
+
+        Every other field of the document (media type, annotations, subject, unknown keys) and every field of
+        each kept entry stays as it is; only the `manifests` list shrinks. The result is new bytes with a new
+        digest, in this index's media type: not anything the registry served.
+        """
+        if not self.is_index:
+            raise RegistryError(f"{self.digest} is an image manifest ({self.media_type}), not an index: it has no "
+                                "entries to choose from")
+        entries = self.document.get("manifests") or []
+        document = {**self.document, "manifests": [entry for entry in entries if _entry_digest(entry) in keep]}
+        return Manifest.from_bytes((json.dumps(document, indent=2) + "\n").encode(), self.media_type)
+
     def _require_image(self, what: str) -> None:
         if self.is_index:
             raise RegistryError(f"{self.digest} is an index ({self.media_type}): it has no {what}; pick a platform")
+
+
+def _entry_digest(entry: Any) -> str | None:
+    return str(entry["digest"]) if isinstance(entry, dict) and "digest" in entry else None
 
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
