@@ -104,7 +104,7 @@ def test_no_engine_answering_is_one_clear_line(bundle, tmp_path):
 
 def test_a_directory_that_is_not_a_bundle_is_refused(tmp_path):
     with pytest.raises(BundleError, match="wsm.lock.json is missing: not a wsm bundle"):
-        load(tmp_path)
+        Bundle.open(tmp_path)
 
 
 def test_podman_loads_a_downloaded_tarball_keeping_name_and_digest(bundle, registry):

@@ -15,7 +15,7 @@ from wsm._bundle import Bundle
 from wsm._download import download
 from wsm._http import TransportOptions
 from wsm._model import ImageSource, Method, ResolvedImage
-from wsm._push import push_images
+from wsm._push import OnExisting, push_images
 from wsm._reference import Reference
 from wsm._remote import Platform, RegistryClient, RegistryOptions
 from wsm._target import TargetRegistry, plan_targets
@@ -55,8 +55,8 @@ def bundle_of(registry, tmp_path, plain_client, names_and_kwargs, platforms=None
     bundle_dir = tmp_path / "bundle"
     report = download(images, [], bundle_dir, client=plain_client, platforms=platforms)
     assert report.ok, report.failures
-    bundle = Bundle(bundle_dir)
-    return bundle, bundle.read_lock(), built
+    bundle = Bundle.open(bundle_dir)
+    return bundle, bundle.lock, built
 
 
 def inspect_digest(reference: str, ca_dir) -> str:
@@ -91,7 +91,7 @@ def test_push_keeps_upstream_digests_and_a_second_push_sends_nothing(
         ("push/index", {"platforms": ("linux/amd64", "linux/arm64"), "oci": True}),
     ])
     targets = targets_for(lock, internal, "harbor-project")
-    first = push_images(bundle, lock, targets, internal_client)
+    first = push_images(bundle, targets, internal_client)
     assert [job.result for job in first] == ["sent"] * 3, [job.error for job in first]
     for source, target in targets.items():
         assert target.canonical == f"{internal.host}/harbor-project/{source.repository}:1.0"
@@ -99,7 +99,7 @@ def test_push_keeps_upstream_digests_and_a_second_push_sends_nothing(
     assert sum(job.bytes_sent for job in first) == sum(sum(b.blobs.values()) for b in built.values()) - sum(
         size for b in built.values() for digest, size in b.blobs.items() if digest in b.manifests.values() or digest == b.digest
     )
-    second = push_images(bundle, lock, targets, internal_client)
+    second = push_images(bundle, targets, internal_client)
     assert [job.result for job in second] == ["present"] * 3
     assert sum(job.bytes_sent for job in second) == 0
 
@@ -110,7 +110,7 @@ def test_platform_subset_bundle_pushes_what_was_kept(registry, internal, interna
         platforms=[Platform.parse("linux/arm64")],
     )
     targets = targets_for(lock, internal)
-    assert [job.result for job in push_images(bundle, lock, targets, internal_client)] == ["sent"]
+    assert [job.result for job in push_images(bundle, targets, internal_client)] == ["sent"]
     target = next(iter(targets.values()))
     assert inspect_digest(target.canonical, ca_dir) == built["push/multi"].manifests["linux/arm64"]
 
@@ -125,14 +125,18 @@ def test_interrupted_push_completes_on_rerun_sending_only_the_rest(
     class Stop(Exception):
         pass
 
-    def stop_after_first_layer(count):
-        calls["n"] += count
-        if calls["n"] > 350_000:
-            raise Stop()
+    class StopAfterFirstLayer:
+        def expect(self, count):
+            pass
+
+        def advance(self, count):
+            calls["n"] += count
+            if calls["n"] > 350_000:
+                raise Stop()
 
     with pytest.raises(Stop):
-        push_images(bundle, lock, targets, internal_client, progress=stop_after_first_layer, concurrency=1)
-    rerun = push_images(bundle, lock, targets, internal_client)
+        push_images(bundle, targets, internal_client, progress=StopAfterFirstLayer(), concurrency=1)
+    rerun = push_images(bundle, targets, internal_client)
     assert [job.result for job in rerun] == ["sent"]
     assert rerun[0].blobs_present >= 1 and rerun[0].bytes_sent < sum(built["push/big"].blobs.values())
 
@@ -147,19 +151,19 @@ def test_tag_conflict_fails_by_default_and_names_both_digests(
     subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
                     f"--dest-creds={USER}:{PASSWORD}", f"docker://{registry.host}/push/other:1.0",
                     f"docker://{target.canonical}"], check=True, capture_output=True)
-    failed = push_images(bundle, lock, targets, internal_client)[0]
+    failed = push_images(bundle, targets, internal_client)[0]
     assert failed.result == "failed"
-    assert other.digest in failed.error and built["push/conflict"].digest in failed.error
-    skipped = push_images(bundle, lock, targets, internal_client, on_existing="skip")[0]
+    assert other.digest in str(failed.error) and built["push/conflict"].digest in str(failed.error)
+    skipped = push_images(bundle, targets, internal_client, on_existing=OnExisting.SKIP)[0]
     assert skipped.result.startswith("skipped")
-    forced = push_images(bundle, lock, targets, internal_client, on_existing="overwrite")[0]
+    forced = push_images(bundle, targets, internal_client, on_existing=OnExisting.OVERWRITE)[0]
     assert forced.result == "sent"
 
 
 def test_dry_run_sends_nothing(registry, internal, internal_client, plain_client, tmp_path):
     bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("push/dry", {})])
     targets = targets_for(lock, internal)
-    jobs = push_images(bundle, lock, targets, internal_client, dry_run=True)
+    jobs = push_images(bundle, targets, internal_client, dry_run=True)
     assert jobs[0].result == "would send" and jobs[0].bytes_sent > 0
     assert internal_client.head_manifest(next(iter(targets.values()))) is None
 
@@ -175,9 +179,9 @@ def test_blobs_shared_between_images_are_mounted_not_sent_again(
     images = [ResolvedImage(Reference.parse(f"{registry.host}/{name}:1.0"), "g") for name in ("push/twin-a", "push/twin-b")]
     report = download(images, [], tmp_path / "bundle", client=plain_client, platforms=None)
     assert report.ok
-    bundle = Bundle(tmp_path / "bundle")
-    lock = bundle.read_lock()
-    jobs = push_images(bundle, lock, targets_for(lock, internal), internal_client, concurrency=1)
+    bundle = Bundle.open(tmp_path / "bundle")
+    lock = bundle.lock
+    jobs = push_images(bundle, targets_for(lock, internal), internal_client, concurrency=1)
     assert [job.result for job in jobs] == ["sent", "sent"]
     assert jobs[0].blobs_sent == 3 and jobs[0].blobs_mounted == 0
     assert jobs[1].blobs_sent == 0 and jobs[1].blobs_mounted == 3 and jobs[1].bytes_sent == 0

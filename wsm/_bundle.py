@@ -28,7 +28,14 @@ from ._exceptions import BundleError, Hint
 from ._files import PARTIAL_SUFFIX, write_atomically
 from ._format import utc_now
 from ._layout import FileDigest, hash_file
-from ._lock import CHARTS_DIR, IMAGES_DIR, MAX_LOCK_BYTES, BundleChart, BundleImage, BundleLock
+from ._lock import (
+    CHARTS_DIR,
+    IMAGES_DIR,
+    MAX_LOCK_BYTES,
+    BundleChart,
+    BundleImage,
+    BundleLock,
+)
 from ._reference import Reference
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin
@@ -37,6 +36,7 @@ import yaml
 from ._archive import MAX_INFLATED_BYTES
 from ._chart import Chart, chart_from_archive, load_chart
 from ._exceptions import AuthError, ChartError, DigestMismatch, NotFound, RegistryError
+from ._format import utc_now
 from ._http import TransportOptions, make_client, raise_for_retry, with_retries
 from ._reference import Reference
 from ._remote import (
@@ -296,7 +296,7 @@ class ClassicRepository(_Closing):
     def _put_index(self, metadata: Mapping[str, Any], filename: str, digest: str) -> None:
         # Read the index again right before writing it, to keep entries another publisher added meanwhile.
         index = self._index_or_empty()
-        now = datetime.now(timezone.utc).isoformat()
+        now = utc_now()
         entry = {key: value for key, value in metadata.items() if key != "dependencies"}
         entry.update({"apiVersion": metadata.get("apiVersion", "v2"), "urls": [filename], "digest": digest,
                       "created": now})

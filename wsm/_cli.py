@@ -18,10 +18,10 @@ import yaml
 
 from . import __version__
 from ._bundle import Bundle
+from ._chartrepo import RepoAuth
 from ._exceptions import Hint, ValuesError, WsmError
 from ._fetch import FetchOptions
 from ._format import human_bytes
-from ._chartrepo import RepoAuth
 from ._http import TransportOptions
 from ._manifest import ReleaseManifest, load_manifest
 from ._model import ResolvedImage
@@ -30,7 +30,7 @@ from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
 from ._values import Values, load_values_file, merge, parse_set
 
 if TYPE_CHECKING:
-    from ._download import DownloadReport, ImageResult
+    from ._download import ChartResult, DownloadReport, ImageResult
     from ._push import PushReport
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -397,8 +397,17 @@ def _tick(result: ImageResult) -> None:
 
     mark = "\u2713" if result.ok else "\u2717"
     skipped = "already in the bundle" if result.status is Status.SKIPPED else ""
-    detail = result.reason if not result.ok else (result.note or skipped)
+    detail = _reason(result) if not result.ok else (result.note or skipped)
     tqdm.write(f"{mark} {result.image}" + (f"  ({detail})" if detail else ""), file=sys.stderr)
+
+
+def _reason(result: ImageResult | ChartResult) -> str:
+    """Why an image or chart failed, its remedy in this command's words."""
+    from ._download import ImageResult
+
+    if isinstance(result, ImageResult) and result.error is not None:
+        return describe(result.error)
+    return result.reason or "unknown"
 
 
 def _print_download_summary(report: DownloadReport) -> None:
@@ -409,7 +418,7 @@ def _print_download_summary(report: DownloadReport) -> None:
           f"charts in {report.bundle} ({human_bytes(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
     for failure in report.failures:
         name = failure.image if isinstance(failure, ImageResult) else f"chart {failure.name} {failure.version}"
-        print(f"FAILED {name}: {failure.reason}")
+        print(f"FAILED {name}: {_reason(failure)}")
     if report.failures:
         print("Run the same command again to retry what failed; what is complete is kept.")
 

@@ -38,7 +38,15 @@ from ._exceptions import BundleError, Hint, StorageError, WsmError
 from ._files import commit_partial, partial_path
 from ._format import human_bytes
 from ._layout import hash_file
-from ._lock import BundleChart, BundleImage, BundleLock, Failure, FailureKind, chart_key, platform_names
+from ._lock import (
+    BundleChart,
+    BundleImage,
+    BundleLock,
+    Failure,
+    FailureKind,
+    chart_key,
+    platform_names,
+)
 from ._model import ResolvedChart, ResolvedImage, merge_images
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
@@ -72,13 +80,18 @@ class ImageResult:
     size: int = 0  # bytes of the tarball
     fetched: int = 0  # bytes downloaded for this image in this run (a shared blob counts for each image)
     note: str | None = None  # what was kept when it is not the upstream image as is (a platform subset)
+    error: WsmError | None = field(default=None, repr=False)  # the error behind `reason`, for its fields and hint
 
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAILED
 
+    def fail(self, error: WsmError) -> None:
+        self.status, self.reason, self.error = Status.FAILED, str(error), error
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status.value}
+        data = {key: value for key, value in self.__dict__.items() if key != "error"}
+        return {**data, "status": self.status.value}
 
 
 @dataclass
@@ -326,7 +339,9 @@ class _Run:
             }
             return _Job(resolved, file, plan_image(reference, upstream, children, self.platforms))
         except WsmError as error:
-            return ImageResult(reference.canonical, Status.FAILED, reason=str(error))
+            failed = ImageResult(reference.canonical, Status.FAILED)
+            failed.fail(error)
+            return failed
 
     def _still_complete(self, reference: Reference, previous: BundleImage) -> bool:
         """The tarball from an earlier run holds what the reference points at now, for the same platforms."""
@@ -372,9 +387,9 @@ class _Run:
             if error.errno in _BUNDLE_ERRNOS:  # the bundle's disk, not this image: no other image can go on
                 self._stop_run(_disk_error(error.errno, error.path or self.bundle.root))
             else:
-                result.reason = str(error)
+                result.fail(error)
         except WsmError as error:
-            result.reason = str(error)
+            result.fail(error)
         except OSError as error:
             self._stop_run(_disk_error(error.errno, error.filename or self.bundle.root, error.strerror))
         except BaseException as error:  # anything else stops the run too, and is raised once

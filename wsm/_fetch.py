@@ -14,6 +14,7 @@ from pathlib import Path
 from ._chart import Chart
 from ._chartrepo import RepoAuth, open_repository
 from ._exceptions import ChartError
+from ._files import write_atomically
 from ._http import TransportOptions
 from ._remote import RegistryOptions
 from ._versions import highest_matching
@@ -65,10 +66,8 @@ def archive_path(chart: Chart, options: FetchOptions) -> Path | None:
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(chart.archive).hexdigest()
     path = directory / f"{chart.name}-{chart.version}-{digest[:16]}.tgz"
-    if not path.exists():
-        partial = path.with_name(path.name + f".{os.getpid()}.partial")
-        partial.write_bytes(chart.archive)
-        os.replace(partial, path)
+    if not path.exists():  # several wsm processes may share the cache: each writes its own partial file
+        write_atomically(path, chart.archive, tag=str(os.getpid()))
     return path
 
 

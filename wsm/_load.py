@@ -14,9 +14,9 @@ import docker.errors
 import requests
 
 from ._bundle import Bundle
-from ._lock import BundleImage
 from ._exceptions import BundleError, CorruptBundle, WsmError
 from ._layout import hash_file
+from ._lock import BundleImage
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 

@@ -10,12 +10,13 @@ Nothing else is touched: a key the release did not use for an image keeps its me
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import ValuesError
+from ._files import write_atomically
 from ._model import ImageSource, ResolvedImage, Shape
 from ._reference import Reference
 from ._values import Values, merge, set_path
@@ -89,10 +90,9 @@ def rewrite_values_file(path: Path, overrides: Values) -> Path:
     _merge_in_place(document, overrides)
     backup = _free_backup_name(path)
     backup.write_text(original)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w") as handle:
-        yaml_rt.dump(document, handle)
-    os.replace(partial, path)
+    text = io.StringIO()
+    yaml_rt.dump(document, text)
+    write_atomically(path, text.getvalue().encode())
     return backup
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from ._bundle import Bundle
 from ._chart import Chart, chart_from_archive
+from ._chartrepo import ChartRepository, RepoAuth, open_repository
 from ._exceptions import BundleError, Hint, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
-from ._install import ChartLocation, InstallFile, chart_overrides, write_install_files
+from ._install import ChartLocation, chart_overrides, write_install_files
 from ._layout import blob_member, tar_members
 from ._lock import BundleImage
-from ._chartrepo import ChartRepository, RepoAuth, open_repository
 from ._manifest import ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import rewrite_values_file

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _yaml
 from ._exceptions import Hint, InvalidReference, WsmError
 from ._reference import Reference
-from . import _yaml
 
 
 @dataclass(frozen=True)

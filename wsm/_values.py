@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +58,6 @@ def load_values_file(path: Path) -> Values:
     except FileNotFoundError:
         raise ValuesError(f"values file {path} does not exist") from None
     return load_mapping(text, f"values file {path}", ValuesError)
-
-
-def user_values(files: Iterable[Path] = (), sets: Iterable[str] = (), set_strings: Iterable[str] = ()) -> Values:
-    """The user's layers in Helm's order: -f files, then --set, then --set-string."""
-    result: Values = {}
-    for path in files:
-        result = merge(result, load_values_file(Path(path)))
-    for expression in sets:
-        result = merge(result, parse_set(expression))
-    for expression in set_strings:
-        result = merge(result, parse_set(expression, strings=True))
-    return result
 
 
 # --- `--set` expressions ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import httpx
 
 from .._exceptions import AuthError, Hint, RegistryError
 from .._http import TransportOptions, raise_for_retry, with_retries
-from ._credentials import CredentialStore, Credentials
+from ._credentials import Credentials, CredentialStore
 
 _PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 # Refresh a token this long before the registry would start refusing it.

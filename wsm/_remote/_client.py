@@ -17,12 +17,24 @@ from pathlib import Path
 import httpx
 
 from .._exceptions import AuthError, DigestMismatch, Hint, NotFound, RegistryError
-from .._http import RetryableStatus, TransportOptions, make_client, raise_for_retry, with_retries
+from .._http import (
+    RetryableStatus,
+    TransportOptions,
+    make_client,
+    raise_for_retry,
+    with_retries,
+)
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
 from ._blobs import CHUNK, PartialDownload, Progress, Source, UploadSource
 from ._credentials import CredentialStore, normalize_host
-from ._types import ALL_MANIFEST_TYPES, Descriptor, Manifest, compute_digest, verify_digest
+from ._types import (
+    ALL_MANIFEST_TYPES,
+    Descriptor,
+    Manifest,
+    compute_digest,
+    verify_digest,
+)
 
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # far above any real manifest; a bound so a bad server cannot fill memory
 MAX_TAG_LIST_BYTES = 64 * 1024 * 1024
