@@ -26,6 +26,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
 
+def system_binary(name: str) -> str:
+    """A server binary from Debian's packages: on PATH, or in the sbin directories a user's PATH leaves out."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run scripts/test-prereqs.sh")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -133,7 +141,7 @@ class Registry(Server):
             config["auth"] = {"token": token}
         (self.workdir / "config.yml").write_text(yaml.safe_dump(config))
         log = self.workdir / "registry.log"
-        proc = self._spawn(["docker-registry", "serve", str(self.workdir / "config.yml")], log)
+        proc = self._spawn([system_binary("docker-registry"), "serve", str(self.workdir / "config.yml")], log)
         wait_for_port(self.port, proc, log)
 
     @property
@@ -198,7 +206,7 @@ http {{
 """
         (w / "nginx.conf").write_text(conf)
         log = w / "logs" / "nginx.out"
-        proc = self._spawn(["nginx", "-c", str(w / "nginx.conf"), "-p", str(w)], log)
+        proc = self._spawn([system_binary("nginx"), "-c", str(w / "nginx.conf"), "-p", str(w)], log)
         wait_for_port(self.port, proc, log)
 
 class DockerEngine(Server):
@@ -210,7 +218,7 @@ class DockerEngine(Server):
         self.socket = w / "docker.sock"
         self.url = f"unix://{self.socket}"
         argv = [
-            "dockerd",
+            system_binary("dockerd"),
             f"--host={self.url}",
             f"--data-root={w / 'data'}",
             f"--exec-root={w / 'exec'}",
