@@ -53,7 +53,7 @@ def test_list_download_verify_push_install_from_internal_sources_only(flow, push
     assert f"{site}/acme/controller:1.16.1" in rendered["operator"]
     assert '{name: AIRGAPPED, value: "true"}' in flow.outputs["operator"]
     # The runbook's commands are for this bundle and this site.
-    assert f"helm repo add internal {flow.site_charts.url} && helm repo update" in runbook
+    assert f"helm repo add internal {flow.site_charts.url}\nhelm repo update\n" in runbook
     assert "helm upgrade --install operator internal/operator --version 1.3.8 -n demo --create-namespace " \
            "-f bundle/values/operator.yaml" in runbook
     assert "kubectl apply -f bundle/values/platform-cr.yaml" in runbook

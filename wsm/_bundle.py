@@ -164,6 +164,16 @@ def read_regular_file(path: Path, limit: int) -> bytes:
         raise BundleError(f"{path}: unreadable ({error.strerror}); copy the bundle again", path=path) from None
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuse a link, a FIFO or a device without opening it (opening a FIFO waits; /dev/zero never ends)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as error:
+        raise BundleError(f"{path}: unreadable ({error.strerror}); copy the bundle again", path=path) from None
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{path} is not a regular file (a link, a FIFO or a device); copy the real file", path=path)
+
+
 def _no_follow(path: str, flags: int) -> int:
     # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat above then refuses it.
     return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -209,10 +219,30 @@ def _sums_line(digest: str, relative: str) -> str:
 
 def read_checksums(path: Path) -> dict[str, str]:
     """{relative path: hex sha256} from a SHA256SUMS file, in its order."""
+    return parse_checksums(read_checksums_file(path), path)
+
+
+def read_checksums_file(path: Path) -> bytes:
+    """SHA256SUMS as bytes (refused when it is not a regular file of sane size)."""
     if not path.exists():
         raise BundleError(f"{path} is missing: not a wsm bundle, or its download never finished; rerun wsm download",
                           path=path)
-    text = read_regular_file(path, MAX_LOCK_BYTES).decode("utf-8", errors="replace")
+    return read_regular_file(path, MAX_LOCK_BYTES)
+
+
+def root_digest_of(sums: bytes) -> str:
+    """The bundle's root digest: the sha256 of its SHA256SUMS, which lists every file (the lock among them).
+    One value an operator compares with what left the connected side (read out, or from the change ticket)."""
+    return "sha256:" + hashlib.sha256(sums).hexdigest()
+
+
+def root_digest(directory: BundleDir) -> str:
+    return root_digest_of(read_checksums_file(directory.sums_path))
+
+
+def parse_checksums(data: bytes, path: Path) -> dict[str, str]:
+    """{relative path: hex sha256} of SHA256SUMS's content; `path` names it in errors."""
+    text = data.decode("utf-8", errors="replace")
     sums: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         match = re.fullmatch(r"(\\?)([0-9a-f]{64}) [ *](.+)", line)

@@ -421,6 +421,9 @@ def _print_download_summary(report: DownloadReport) -> None:
         print(f"FAILED {name}: {_reason(failure)}")
     if report.failures:
         print("Run the same command again to retry what failed; what is complete is kept.")
+    if report.root_digest:
+        print(f"root digest {report.root_digest} (note it in the change ticket; on the offline side: "
+              f"wsm verify --expect {report.root_digest})")
 
 
 def show_bar(quiet: bool) -> bool:
@@ -440,6 +443,8 @@ def _add_verify(commands: Commands) -> None:
     parser = commands.add_parser("verify", help="re-hash every file and blob of a bundle against its lock")
     parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
+    parser.add_argument("--expect", metavar="sha256:HEX",
+                        help="the root digest wsm download printed: fail unless the bundle has it")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_verify)
 
@@ -449,13 +454,15 @@ def run_verify(args: argparse.Namespace) -> int:
 
     quiet = args.quiet or args.output == "json"
     with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
-        report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete)
+        report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete,
+                        expect=args.expect)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
         print(f"\u2713 {args.bundle}: {report.files_checked} files, {report.images_checked} images "
               f"({report.blobs_checked} blobs), {report.charts_checked} charts, {human_bytes(report.bytes_checked)}: "
               "every digest matches")
+        print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
     return 0
@@ -522,7 +529,7 @@ def run_push(args: argparse.Namespace) -> int:
         print_data(report.to_dict(describe), "json")
     else:
         _print_push(report)
-    return 1 if report.failures else 0
+    return 0 if report.ok else 1
 
 
 def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dict[str, Path]:
@@ -590,6 +597,10 @@ def _print_push(report: PushReport) -> None:
         print(f"wrote {path}")
     for job in report.failures:
         print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
+    for job in report.pinned:
+        print(f"note: {job.target} holds another image and was left alone; the values pin the carried {job.digest}")
+    for withheld in report.withheld:
+        print(f"NOT PUBLISHED chart {withheld.name}: {withheld.reason}; no values or runbook lines were written for it")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from ._assemble import bundle_image, write_tarball
 from ._blobstore import BlobStore, Stopped
-from ._bundle import BundleDir, assign_names, chart_stem, image_stem, write_checksums
+from ._bundle import BundleDir, assign_names, chart_stem, image_stem, root_digest, write_checksums
 from ._exceptions import BundleError, Hint, StorageError, WsmError
 from ._files import commit_partial, partial_path
 from ._format import human_bytes
@@ -50,6 +50,7 @@ from ._lock import (
 from ._model import ResolvedChart, ResolvedImage, merge_images
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
+from ._redact import redact_url
 from ._reference import Reference
 from ._remote import Platform, RegistryClient
 
@@ -119,6 +120,7 @@ class DownloadReport:
     kept_from_earlier: list[str] = field(default_factory=list)  # images in the bundle from earlier runs only
     bytes_fetched: int = 0  # from registries, in this run
     seconds: float = 0.0
+    root_digest: str | None = None  # sha256 of SHA256SUMS, once written
 
     @property
     def failures(self) -> list[ImageResult | ChartResult]:
@@ -138,6 +140,7 @@ class DownloadReport:
             "kept_from_earlier": self.kept_from_earlier,
             "bytes_fetched": self.bytes_fetched,
             "seconds": round(self.seconds, 3),
+            "root_digest": self.root_digest,
         }
 
 
@@ -169,6 +172,8 @@ def download(
     with _exclusive(bundle):
         run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done)
         report = run.execute(merge_images(images), list(charts), manifest_text)
+    if bundle.sums_path.exists():
+        report.root_digest = root_digest(bundle)
     report.seconds = time.monotonic() - started
     return report
 
@@ -238,7 +243,7 @@ class _Run:
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
         if manifest_text is not None:  # else the lock keeps the release manifest it had
-            self.lock.manifest = manifest_text
+            self.lock.manifest = redact_url(manifest_text)  # a repo URL's password stays out of the bundle
         self.lock.platforms = self.platforms
         report.charts = self._charts(charts)
         report.images, report.bytes_fetched = self._images(images)

@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._redact import redact_url
+
 if TYPE_CHECKING:
     from ._verify import VerifyReport
 
@@ -35,11 +37,13 @@ class Hint(Enum):
 
 
 class WsmError(Exception):
-    """Base class: `str(error)` is the one-line message; `message` is it without the hint."""
+    """Base class: `str(error)` is the one-line message; `message` is it without the hint. A password in a URL
+    of the message is masked here, once for every error: messages name URLs as the user gave them."""
 
     exit_code = 1
 
     def __init__(self, message: str, *, hint: Hint | None = None) -> None:
+        message = redact_url(message)
         super().__init__(message)
         self.message = message
         self.hint = hint

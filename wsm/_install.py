@@ -30,9 +30,10 @@ VALUES_DIR = "values"
 class ChartLocation:
     """Where a chart sits in the internal Helm repository, as helm and an operator address it."""
 
-    repo_url: str  # https://charts.corp or oci://registry.corp/charts
+    repo_url: str  # https://charts.corp or oci://registry.corp/charts, never with credentials
     name: str
     version: str
+    username: str | None = None  # the user the repository URL was given with (its password is not kept)
 
     @property
     def is_oci(self) -> bool:
@@ -68,15 +69,19 @@ def write_install_files(
     for entry in manifest.charts:
         overrides, unredirected = chart_overrides(images, targets, entry.name, charts.get(entry.name))
         values = merge(merge(entry.values, (site_values or {}).get(entry.name, {})), overrides)
+        path = install_file_path(bundle_dir, entry)
         if entry.resource is not None:
-            document = custom_resource(entry.resource, values, locations[entry.name])
-            path = directory / entry.resource.file
-            kind = "resource"
+            document, kind = custom_resource(entry.resource, values, locations[entry.name]), "resource"
         else:
-            document, path, kind = values, directory / f"{entry.name}.yaml", "values"
+            document, kind = values, "values"
         path.write_text(_header(entry, kind) + yaml.safe_dump(document, sort_keys=False))
         written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document))))
     return written
+
+
+def install_file_path(bundle_dir: Path, entry: ChartEntry) -> Path:
+    """Where the values file or custom resource of `entry` goes."""
+    return bundle_dir / VALUES_DIR / (entry.resource.file if entry.resource is not None else f"{entry.name}.yaml")
 
 
 def chart_overrides(
@@ -110,7 +115,8 @@ def placeholders(node: Any, path: str = "") -> list[str]:
 
 def _header(entry: ChartEntry, kind: str) -> str:
     what = "custom resource" if kind == "resource" else "values"
+    name = "".join(c if c.isprintable() else "?" for c in entry.name)  # a newline would end the comment
     return (
-        f"# {what} for {entry.name}, written by wsm push: every image points at the internal registry.\n"
+        f"# {what} for {name}, written by wsm push: every image points at the internal registry.\n"
         f"# Keys marked {PLACEHOLDER} are the site's to fill in.\n"
     )

@@ -5,6 +5,8 @@ Each shape is rewritten the way its templates read it:
 - `{registry, repository, tag}` (bitnami): registry and repository are set apart; when the registry came
   from elsewhere (`global.imageRegistry`, which bitnami templates prefer), that path is set too;
 - a plain string: the whole internal reference.
+A target with a digest (a tag that holds another image, pinned to the carried one) sets the maps' `digest`
+and the string's `tag@digest`.
 Nothing else is touched: a key the release did not use for an image keeps its meaning.
 """
 
@@ -31,7 +33,7 @@ def image_overrides(
     unredirected: list[str] = []
     for image in images:
         target = targets[image.reference]
-        sources = [s for s in image.sources if _belongs(s, chart)]
+        sources = [s for s in image.sources if belongs_to(s, chart)]
         for source in sources:
             if source.path and source.shape:
                 values = merge(values, _override(source.path, source.shape, target))
@@ -44,7 +46,8 @@ def image_overrides(
     return values, unredirected
 
 
-def _belongs(source: ImageSource, chart: str) -> bool:
+def belongs_to(source: ImageSource, chart: str) -> bool:
+    """Whether `source` is in the release chart `chart` (or one of its sub-charts)."""
     return source.chart == chart or source.chart.startswith(chart + "/")
 
 

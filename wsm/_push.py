@@ -8,27 +8,29 @@ repository of the same registry has is mounted. A tag that exists with another d
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle
+from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
-from ._chartrepo import ChartRepository, RepoAuth, open_repository
-from ._exceptions import BundleError, Hint, TagConflict, WsmError
+from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
+from ._exceptions import BundleError, DigestMismatch, Hint, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
-from ._install import ChartLocation, chart_overrides, write_install_files
+from ._install import ChartLocation, chart_overrides, install_file_path, write_install_files
 from ._layout import blob_member, tar_members
-from ._lock import BundleImage
-from ._manifest import ReleaseManifest
+from ._lock import BundleChart, BundleImage
+from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
-from ._overrides import rewrite_values_file
+from ._overrides import belongs_to, rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._redact import redact_url, strip_userinfo, url_username
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import MovedChart, MovedImage, runbook
@@ -53,7 +55,9 @@ class PushResult(str, Enum):
 
     SENT = "sent"
     PRESENT = "present"  # the target already had this digest under the tag
-    SKIPPED = "skipped (tag exists)"  # another digest is there and the policy said skip
+    # Another digest is under the tag and the policy said skip: the tag is left alone, the carried image is
+    # pushed by digest, and the values pin that digest.
+    SKIPPED = "skipped tag (pinned by digest)"
     WOULD_SEND = "would send"  # a dry run
     FAILED = "failed"
 
@@ -71,7 +75,8 @@ class ImagePush:
     error: WsmError | None = None  # why it failed or was skipped
 
     def moved(self) -> MovedImage:
-        return MovedImage(self.source.canonical, self.digest, self.target.canonical, self.result.value, self.bytes_sent)
+        return MovedImage(self.source.canonical, self.digest, self.target.canonical, self.result.value, self.bytes_sent,
+                          pinned=self.result is PushResult.SKIPPED)
 
     def to_dict(self, describe: Describe = str) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -133,6 +138,7 @@ class _Tarball:
 
     def __init__(self, path: Path):
         self.path = path
+        require_regular_file(path)  # a FIFO or a link to /dev/zero is refused before it is opened
         self.members = tar_members(path)
 
     def segment(self, descriptor: Descriptor) -> FileSegment:
@@ -150,7 +156,12 @@ class _Tarball:
         segment = self.segment(descriptor)
         with open(self.path, "rb") as handle:
             handle.seek(segment.offset)
-            return Manifest.from_bytes(handle.read(segment.size), descriptor.media_type)
+            raw = handle.read(segment.size)
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if actual != descriptor.digest:  # blobs the registry checks as they arrive; what push parses, it checks
+            raise DigestMismatch(f"{self.path.name}: manifest {descriptor.digest} hashes to {actual}; run wsm verify",
+                                 expected=descriptor.digest, actual=actual)
+        return Manifest.from_bytes(raw, descriptor.media_type)
 
 
 @dataclass
@@ -163,7 +174,8 @@ class _ImagePusher:
 
     def push(self, tarball: _Tarball, entry: BundleImage, job: ImagePush) -> None:
         target = job.target
-        if not self._tag_allows(target, entry.top, job):
+        tag = self._tag_plan(target, entry.top, job)
+        if tag is None:
             self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
         top_manifest = tarball.manifest(entry.top)
@@ -172,20 +184,25 @@ class _ImagePusher:
             for blob in [] if manifest.is_index else [manifest.config(), *manifest.layers()]:
                 self._blob(tarball, blob, target, job)
             if not self.dry_run:
-                # Children go by digest; the top under the tag (or by digest when the source named none).
+                # Children go by digest; the top under the tag (or by digest when the source named none, or
+                # when the tag holds another image that is to stay).
                 by_digest = target.with_tag(None).with_digest(manifest.digest)
-                where = target.with_digest(None) if manifest is top_manifest and target.tag else by_digest
+                where = target.with_digest(None) if manifest is top_manifest and tag else by_digest
                 self.client.put_manifest(where, manifest.raw, manifest.media_type)
-        job.result = PushResult.WOULD_SEND if self.dry_run else PushResult.SENT
+        if self.dry_run:
+            job.result = PushResult.WOULD_SEND
+        elif job.result is not PushResult.SKIPPED:
+            job.result = PushResult.SENT
 
-    def _tag_allows(self, target: Reference, top: Descriptor, job: ImagePush) -> bool:
-        """False when there is nothing to do: the same digest is there, or the tag policy says skip."""
+    def _tag_plan(self, target: Reference, top: Descriptor, job: ImagePush) -> bool | None:
+        """Whether the top goes under the tag (True) or by digest only (False, the tag policy said skip);
+        None when there is nothing to do (the same digest is there)."""
         existing = self.client.head_manifest(target)
         if existing is None or (self.on_existing is OnExisting.OVERWRITE and existing.digest != top.digest):
-            return True
+            return bool(target.tag)
         if existing.digest == top.digest:
             job.result = PushResult.PRESENT
-            return False
+            return None
         conflict = TagConflict(
             f"{target.canonical} already exists with digest {existing.digest}, the bundle has {top.digest}",
             hint=Hint.ON_EXISTING,
@@ -245,6 +262,17 @@ class PushOptions:
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
 
 
+@dataclass(frozen=True)
+class WithheldChart:
+    """A chart of the release that was not published (no values file, no runbook lines), and why."""
+
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"chart": self.name, "reason": self.reason}
+
+
 @dataclass
 class PushReport:
     registry: str
@@ -254,10 +282,21 @@ class PushReport:
     files: list[str]
     runbook: str | None
     dry_run: bool
+    withheld: list[WithheldChart] = field(default_factory=list)
+    root_digest: str | None = None
 
     @property
     def failures(self) -> list[ImagePush]:
         return [job for job in self.images if job.result is PushResult.FAILED]
+
+    @property
+    def pinned(self) -> list[ImagePush]:
+        """Images whose tag holds another image: the values pin the carried digest instead."""
+        return [job for job in self.images if job.result is PushResult.SKIPPED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.withheld
 
     def to_dict(self, describe: Describe = str) -> dict[str, Any]:
         """As data; `describe` words the errors (the CLI words their remedies with its options)."""
@@ -269,6 +308,8 @@ class PushReport:
             "images": [job.to_dict(describe) for job in self.images],
             "charts": [chart.to_dict() for chart in self.charts],
             "files": self.files,
+            "withheld": [chart.to_dict() for chart in self.withheld],
+            "root_digest": self.root_digest,
         }
 
 
@@ -286,18 +327,69 @@ def push_release(
     targets = plan_targets([entry.reference for entry in entries], registry, mapping)
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
                        dry_run=options.dry_run, progress=progress)
-    charts, moved, locations = _push_charts(bundle, release, options, client, transport or TransportOptions())
-    report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
-    if options.dry_run or not options.helm_repo or not release.charts:
+    withheld = [] if options.dry_run else withheld_charts(release, images, jobs)
+    # A chart goes out only when every image of it is in the registry as carried: else the cluster would run
+    # something else, or nothing. Its old install files go too, so nothing left looks complete.
+    publishable = replace(release, charts=tuple(e for e in release.charts if e.name not in {w.name for w in withheld}))
+    _remove_install_files(bundle, [release.chart(w.name) for w in withheld])
+    charts, moved, locations = _push_charts(bundle, publishable, options, client, transport or TransportOptions())
+    report = PushReport(options.registry, redact_url(options.helm_repo) if options.helm_repo else None, jobs, moved,
+                        [], None, options.dry_run, withheld, root_digest(bundle.dir))
+    if options.dry_run or not options.helm_repo or not publishable.charts:
+        if withheld:
+            (bundle.root / RUNBOOK_FILE).unlink(missing_ok=True)
         return report
-    files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values)
-    rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
-                 options.user_values_files.items()]
-    report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
-                             moved)
+    pinned = pinned_targets(targets, jobs)
+    files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values)
+    rewritten = [_rewrite_user_values(path, name, images, pinned, charts) for name, path in
+                 options.user_values_files.items() if name in locations]
+    report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
+                             moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld])
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
     return report
+
+
+def withheld_charts(release: ReleaseManifest, images: Sequence[ResolvedImage],
+                    jobs: Sequence[ImagePush]) -> list[WithheldChart]:
+    """The charts of `release` that must not be published: an image of theirs failed to arrive, or its tag holds
+    another image and no values path of the chart can pin the carried digest."""
+    by_source = {job.source: job for job in jobs}
+    withheld = []
+    for entry in release.charts:
+        failed, unpinnable = [], []
+        for image in images:
+            sources = [source for source in image.sources if belongs_to(source, entry.name)]
+            job = by_source.get(image.reference)
+            if not sources or job is None:
+                continue
+            if job.result is PushResult.FAILED:
+                failed.append(image.reference.canonical)
+            elif job.result is PushResult.SKIPPED and not any(s.path and s.shape for s in sources):
+                unpinnable.append(image.reference.canonical)
+        reasons = []
+        if failed:
+            reasons.append(f"{', '.join(failed)} did not arrive in the internal registry")
+        if unpinnable:
+            reasons.append(f"the tag of {', '.join(unpinnable)} holds another image and no values path of the chart "
+                           "can pin the carried digest")
+        if reasons:
+            withheld.append(WithheldChart(entry.name, "; ".join(reasons)))
+    return withheld
+
+
+def pinned_targets(targets: Mapping[Reference, Reference], jobs: Sequence[ImagePush]) -> dict[Reference, Reference]:
+    """The targets the values point at: a tag that holds another image is pinned to the carried digest."""
+    pinned = dict(targets)
+    for job in jobs:
+        if job.result is PushResult.SKIPPED:
+            pinned[job.source] = job.target.with_digest(job.digest)
+    return pinned
+
+
+def _remove_install_files(bundle: Bundle, entries: Sequence[ChartEntry]) -> None:
+    for entry in entries:
+        install_file_path(bundle.root, entry).unlink(missing_ok=True)
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
@@ -322,21 +414,36 @@ def _push_charts(
             if locked is None:
                 raise BundleError(f"the bundle has no chart {entry.source.chart} for {entry.name}; download again",
                                   path=bundle.root)
-            archive = bundle.path(locked).read_bytes()
+            archive = _chart_archive(bundle, locked)
             chart = chart_from_archive(archive, locked.file)
             charts[entry.name] = chart
             if not options.helm_repo:
                 continue
-            locations[entry.name] = ChartLocation(options.helm_repo, chart.name, chart.version)
+            # The address without its userinfo: it is written into commands and custom resources.
+            locations[entry.name] = ChartLocation(strip_userinfo(options.helm_repo), chart.name, chart.version,
+                                                  url_username(options.helm_repo))
             if options.dry_run:
-                moved.append(MovedChart(chart.name, chart.version, options.helm_repo, "would publish"))
+                moved.append(MovedChart(chart.name, chart.version, redact_url(options.helm_repo), "would publish"))
                 continue
             if repository is None:  # an OCI repository reuses the registry client of the images
                 repository = open_repository(options.helm_repo, transport=transport, auth=options.repo_auth,
                                              registry_client=client, repo_type=options.helm_repo_type)
             published = repository.publish(archive, chart.metadata)
-            moved.append(MovedChart(chart.name, chart.version, published.url, "sent" if published.sent else "present"))
+            moved.append(MovedChart(chart.name, chart.version, redact_url(published.url),
+                                    "sent" if published.sent else "present"))
     finally:
         if repository is not None:
             repository.close()
     return charts, moved, locations
+
+
+def _chart_archive(bundle: Bundle, locked: BundleChart) -> bytes:
+    """The chart's archive, read only from a regular file and only when it is what the lock recorded."""
+    path = bundle.path(locked)
+    require_regular_file(path)
+    archive = read_regular_file(path, MAX_CHART_BYTES)
+    actual = "sha256:" + hashlib.sha256(archive).hexdigest()
+    if actual != locked.digest:
+        raise DigestMismatch(f"{locked.file}: sha256 is {actual}, the lock says {locked.digest}; run wsm verify",
+                             expected=locked.digest, actual=actual)
+    return archive

@@ -18,6 +18,7 @@ from ._exceptions import ChartError, Hint
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
+from ._redact import redact_url
 from ._reference import Reference
 from ._render import render_images
 from ._values import Values, coalesce, get_path, join_path, merge, sub_values
@@ -201,7 +202,7 @@ def from_lock(manifest: ReleaseManifest) -> Resolution:
         ResolvedChart(
             name=e.source.chart,
             version=versions[e.name].version if e.name in versions else (e.source.version or "?"),
-            source=e.source.location,
+            source=redact_url(e.source.location),
             group=e.group,
             digest=versions[e.name].digest if e.name in versions else None,
             release=e.release or e.name,
@@ -235,7 +236,7 @@ def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> Res
     return ResolvedChart(
         name=chart.name,
         version=chart.version,
-        source=entry.source.location,
+        source=redact_url(entry.source.location),  # a record: kept in locks, printed
         group=entry.group,
         archive=archive_path(chart, fetch),
         digest=chart.digest,

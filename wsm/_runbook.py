@@ -6,6 +6,7 @@ image (source -> digest -> target, sent or already there) and chart.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ class MovedImage:
     source: str
     digest: str
     target: str
-    result: str  # "sent", "present" (already there), "skipped" (tag policy), "failed: ..."
+    result: str  # "sent", "present" (already there), "skipped tag (pinned by digest)", "failed"
     bytes_sent: int = 0
+    pinned: bool = False  # the tag holds another image: the values pin `digest`
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,27 @@ def runbook(
     files: Sequence[InstallFile],
     images: Sequence[MovedImage],
     charts: Sequence[MovedChart],
+    *,
+    root_digest: str | None = None,
+    withheld: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
+    command; `root_digest` identifies the bundle this was made from."""
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
     lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
               f"Run the commands from the directory that holds `{bundle_dir.name}/`.", ""]
+    if root_digest:
+        lines += [f"Root digest of the bundle: `{root_digest}` (`wsm verify --expect {root_digest}` checks a copy).",
+                  ""]
+    lines += [f"NOT PUBLISHED: {name}: {why}. Nothing here installs it." for name, why in withheld]
+    lines += _pinned_notes(images)
     step = 1
-    classic = sorted({loc.repo_url for loc in locations.values() if not loc.is_oci})
+    classic = sorted({(loc.repo_url, loc.username or "") for loc in locations.values() if not loc.is_oci})
     if classic:
         lines += [f"## {step}. Add the internal Helm repository", "", "```sh"]
-        lines += [f"helm repo add {REPO_ALIAS} {url} && helm repo update" for url in classic] + ["```", ""]
+        lines += [_command("helm", "repo", "add", REPO_ALIAS, url, *(["--username", user] if user else []))
+                  for url, user in classic]
+        lines += [_command("helm", "repo", "update"), "```", ""]
         step += 1
     by_chart = {f.chart: f for f in files}
     for entry in manifest.charts:
@@ -60,7 +74,7 @@ def runbook(
         if entry.install == "operator":
             lines += [f"## {step}. Install {entry.name} through its operator", ""]
             lines += _placeholder_note(file)
-            lines += ["```sh", f"kubectl apply -f {_shown(file.path, bundle_dir)}", "```", ""]
+            lines += ["```sh", _command("kubectl", "apply", "-f", _shown(file.path, bundle_dir)), "```", ""]
         else:
             lines += [f"## {step}. Install {entry.name}", "", "```sh", _helm_install(entry, location, file, bundle_dir)]
             lines += ["```", ""]
@@ -73,10 +87,31 @@ def runbook(
 def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:
     chart = location.oci_ref if location.is_oci else f"{REPO_ALIAS}/{location.name}"
     release = entry.release or entry.name
-    return (
-        f"helm upgrade --install {release} {chart} --version {location.version} "
-        f"-n {entry.namespace} --create-namespace -f {_shown(file.path, bundle_dir)}"
-    )
+    return _command("helm", "upgrade", "--install", release, chart, "--version", location.version,
+                    "-n", entry.namespace, "--create-namespace", "-f", _shown(file.path, bundle_dir))
+
+
+def _command(*argv: str) -> str:
+    """One shell command line with every word quoted: names come from charts and manifests, which are upstream
+    content, and an operator pastes these lines into a root shell."""
+    return " ".join(_quote(word) for word in argv)
+
+
+def _quote(word: str) -> str:
+    """`shlex.quote`; a word holding a newline or another control character is written in bash's `$'...'`
+    form instead, so that every command stays on one line of the runbook."""
+    if word.isprintable():
+        return shlex.quote(word)
+    return "$'" + "".join(_ansi_c(character) for character in word) + "'"
+
+
+def _ansi_c(character: str) -> str:
+    if character in "\\'":
+        return "\\" + character
+    if character.isprintable():
+        return character
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\U{code:08x}"  # bash: \x is a byte, \U a character
 
 
 def _shown(path: Path, bundle_dir: Path) -> str:
@@ -100,6 +135,13 @@ def _unredirected_note(file: InstallFile) -> list[str]:
     images = ", ".join(f"`{image}`" for image in file.unredirected)
     return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry, "
             "but the cluster needs a registry mirror rule for it.", ""]
+
+
+def _pinned_notes(images: Sequence[MovedImage]) -> list[str]:
+    pinned = [image for image in images if image.pinned]
+    lines = [f"Note: the tag `{image.target}` holds another image in the registry and was left alone; the values pin "
+             f"the carried digest `{image.digest}`." for image in pinned]
+    return lines + [""] if lines else []
 
 
 def _image_table(images: Sequence[MovedImage]) -> list[str]:

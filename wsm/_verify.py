@@ -8,6 +8,7 @@ extracted). Anything that is not a regular file (a link, a FIFO, a device) is re
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle, read_checksums
-from ._exceptions import BundleError, CorruptBundle, TarballError
+from ._bundle import Bundle, parse_checksums, read_checksums_file, root_digest_of
+from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
 from ._lock import BundleChart, BundleImage, Failure
 from ._progress import NO_PROGRESS, Progress
@@ -36,6 +37,7 @@ class Problem:
 @dataclass
 class VerifyReport:
     bundle: Path
+    root_digest: str = ""  # sha256 of SHA256SUMS
     files_checked: int = 0
     bytes_checked: int = 0
     images_checked: int = 0
@@ -59,15 +61,20 @@ class VerifyReport:
 
 
 def verify(
-    bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None
+    bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None,
+    expect: str | None = None,
 ) -> VerifyReport:
-    """Check every file and blob of an opened bundle.
+    """Check every file and blob of an opened bundle; with `expect` (`sha256:<hex>`), first that the bundle's
+    root digest is that one.
 
-    Raises CorruptBundle (with `.report`) naming the first broken or missing file; raises BundleError when
-    the last download left images or charts out, unless `allow_incomplete`.
+    Raises DigestMismatch naming both root digests; CorruptBundle (with `.report`) naming the first broken or
+    missing file; BundleError when the last download left images or charts out, unless `allow_incomplete`.
     """
-    sums = read_checksums(bundle.dir.sums_path)
-    report = VerifyReport(bundle=bundle.root, failures=list(bundle.lock.failures))
+    data = read_checksums_file(bundle.dir.sums_path)
+    report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
+    if expect is not None:
+        _check_root(report, expect)
+    sums = parse_checksums(data, bundle.dir.sums_path)
     present = set(bundle.dir.files())
     report.missing = [name for name in sums if name not in present]
     report.unlisted = sorted(present - set(sums))
@@ -82,6 +89,22 @@ def verify(
     report.problems.sort(key=lambda problem: order.get(problem.file, len(order)))
     _raise_for(report, allow_incomplete)
     return report
+
+
+_ROOT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _check_root(report: VerifyReport, expect: str) -> None:
+    """SHA256SUMS covers every file and the lock, so one digest compared here covers the whole bundle."""
+    expected = expect.strip().lower()
+    if not _ROOT_DIGEST.fullmatch(expected):
+        raise WsmError(f"expected root digest {expect!r} is not sha256: followed by 64 hex digits")
+    if report.root_digest != expected:
+        raise DigestMismatch(
+            f"bundle {report.bundle}: root digest is {report.root_digest}, expected {expected}; this is not the bundle "
+            "that left the connected side (copy it again, or check the digest you were given)",
+            expected=expected, actual=report.root_digest,
+        )
 
 
 @dataclass
