@@ -16,6 +16,7 @@ from ._chartrepo import RepoAuth, open_repository
 from ._exceptions import ChartError
 from ._files import write_atomically
 from ._http import TransportOptions
+from ._redact import redact_url
 from ._remote import RegistryOptions
 from ._versions import highest_matching
 
@@ -32,7 +33,7 @@ class ChartSource:
 
     def describe(self) -> str:
         version = f" {self.version}" if self.version else ""
-        return f"{self.chart}{version} from {self.location}"
+        return redact_url(f"{self.chart}{version} from {self.location}")  # for messages
 
     @property
     def location(self) -> str:
