@@ -23,7 +23,8 @@ OPERATED = "op\ntouch pwned-newline"  # a newline in a name must not start a sec
 
 def hostile_runbook(workdir: Path, repo: str) -> tuple[str, Path]:
     bundle = workdir / "bundle $(touch pwned-dir)"
-    helm = ChartEntry(name=CHART, group="g", source=ChartSource(chart=CHART), release=RELEASE, namespace=NAMESPACE)
+    helm = ChartEntry(name=CHART, group="g", source=ChartSource(chart=CHART), release=RELEASE,
+                      namespace=NAMESPACE)
     operated = ChartEntry(name=OPERATED, group="g", source=ChartSource(chart=OPERATED), install="operator",
                           resource=CustomResource(file="cr $(touch pwned-cr).yaml", template={}))
     release = ReleaseManifest(name="demo; touch pwned-name", charts=(helm, operated), origin="test")
