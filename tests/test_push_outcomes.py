@@ -146,6 +146,11 @@ def has_chart(internal: Registry, name: str) -> bool:
 def test_a_chart_whose_image_did_not_arrive_is_not_published(upstream, clean, internal, tmp_path):
     bundle = fresh_copy(clean["bundle"], tmp_path)
     seed(internal, "beta", "1.0", tmp_path)  # --on-existing fail (default): beta's image is refused
+    (bundle / "values").mkdir()
+    (bundle / "values" / "beta.yaml").write_text("# left by an earlier push\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched\n")
+    (bundle / "values" / "alpha.yaml").symlink_to(outside)  # planted in a copied bundle: never written through
     result = push(bundle, internal)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT PUBLISHED chart beta:" in result.stdout and "sec/beta:1.0 did not arrive" in result.stdout
@@ -156,7 +161,9 @@ def test_a_chart_whose_image_did_not_arrive_is_not_published(upstream, clean, in
     assert not [line for line in command_lines(runbook) if "beta" in line]
     assert not has_chart(internal, "beta")
     # alpha had everything it needs: published, with its values and its runbook line.
-    assert has_chart(internal, "alpha") and (bundle / "values" / "alpha.yaml").exists()
+    assert has_chart(internal, "alpha") and not (bundle / "values" / "alpha.yaml").is_symlink()
+    assert yaml.safe_load((bundle / "values" / "alpha.yaml").read_text())["image"]["tag"] == "1.0"
+    assert outside.read_text() == "untouched\n"
     assert any("alpha" in line for line in command_lines(runbook))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ._chart import Chart
+from ._files import write_atomically
 from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import image_overrides
@@ -74,7 +75,9 @@ def write_install_files(
             document, kind = custom_resource(entry.resource, values, locations[entry.name]), "resource"
         else:
             document, kind = values, "values"
-        path.write_text(_header(entry, kind) + yaml.safe_dump(document, sort_keys=False))
+        # Atomically: a rename replaces whatever is at the path (a link planted in a copied bundle is not
+        # followed), and a killed push leaves no half-written values file.
+        write_atomically(path, (_header(entry, kind) + yaml.safe_dump(document, sort_keys=False)).encode())
         written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document))))
     return written
 

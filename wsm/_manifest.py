@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from ._exceptions import ChartError, Hint, InvalidReference, ManifestError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
+from ._redact import redact_url
 from ._reference import Reference
 from ._yaml import load_mapping
 
@@ -111,7 +112,7 @@ class ReleaseManifest:
         else:
             raise ChartError(f"chart {ref}: no such file or directory", hint=Hint.CHART_REPO)
         entry = ChartEntry(name=source.chart, group=source.chart, source=source)
-        return cls(name=source.chart, charts=(entry,), origin=f"chart {ref}")
+        return cls(name=source.chart, charts=(entry,), origin=f"chart {redact_url(ref)}")
 
     @classmethod
     def from_bundle(cls, lock: BundleLock) -> ReleaseManifest:
