@@ -129,3 +129,10 @@ def test_push_itself_refuses_a_fifo_without_opening_it(bundle, internal, plain_c
         pytest.fail("push_images blocked on a FIFO")
     assert [job.result for job in jobs] == [PushResult.FAILED]
     assert "not a regular file" in str(jobs[0].error)
+
+
+def test_a_lock_left_out_of_sha256sums_fails_verify(bundle):
+    """The root digest covers the lock only through SHA256SUMS: a list without the lock is refused."""
+    sums = bundle / "SHA256SUMS"
+    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "wsm.lock.json" not in line))
+    one_line_error(wsm("verify", str(bundle)), "wsm.lock.json: not listed in SHA256SUMS")

@@ -10,7 +10,7 @@ from runbook_run import command_lines, nothing_else_ran, run_lines, snapshot
 from wsm._fetch import ChartSource
 from wsm._install import ChartLocation, InstallFile
 from wsm._manifest import ChartEntry, CustomResource, ReleaseManifest
-from wsm._runbook import MovedImage, runbook
+from wsm._runbook import MovedChart, MovedImage, runbook
 
 CHART = "shx;id>pwned;#"
 RELEASE = "r$(touch pwned-release)"
@@ -19,6 +19,7 @@ VERSION = "1.0.0 && touch pwned-version"
 REPO = "http://charts.corp/x;touch pwned-url"
 USER = "u'; touch pwned-user; echo '"
 OPERATED = "op\ntouch pwned-newline"  # a newline in a name must not start a second command
+FENCED = "c\n```sh\ntouch pwned-fenced\n```"  # ... nor open a code block of its own in the runbook's prose
 
 
 def hostile_runbook(workdir: Path, repo: str) -> tuple[str, Path]:
@@ -27,12 +28,14 @@ def hostile_runbook(workdir: Path, repo: str) -> tuple[str, Path]:
                       namespace=NAMESPACE)
     operated = ChartEntry(name=OPERATED, group="g", source=ChartSource(chart=OPERATED), install="operator",
                           resource=CustomResource(file="cr $(touch pwned-cr).yaml", template={}))
-    release = ReleaseManifest(name="demo; touch pwned-name", charts=(helm, operated), origin="test")
+    release = ReleaseManifest(name=f"demo; touch pwned-name {FENCED}", charts=(helm, operated), origin="test")
     locations = {CHART: ChartLocation(repo, CHART, VERSION, USER), OPERATED: ChartLocation(repo, OPERATED, VERSION, USER)}
     files = [InstallFile(CHART, bundle / "values" / f"{CHART}.yaml", "values"),
              InstallFile(OPERATED, bundle / "values" / "cr $(touch pwned-cr).yaml", "resource")]
     images = [MovedImage("docker.io/a/b:1", "sha256:" + "0" * 64, "registry.corp/a/b:1", "sent")]
-    return runbook(release, bundle, "registry.corp", locations, files, images, []), bundle
+    charts = [MovedChart(FENCED, VERSION, REPO, "sent")]
+    return runbook(release, bundle, "registry.corp", locations, files, images, charts,
+                   withheld=[(FENCED, FENCED)]), bundle
 
 
 def test_hostile_names_run_exactly_the_expected_commands(tmp_path):

@@ -1,4 +1,4 @@
-"""How wsm writes figures and times for people and for files: one way each, everywhere."""
+"""How wsm writes figures, times and names for people and for files: one way each, everywhere."""
 
 from __future__ import annotations
 
@@ -19,3 +19,9 @@ def human_bytes(count: float) -> str:
 def utc_now() -> str:
     """The current time as RFC 3339 UTC to the second (`2025-01-01T00:00:00Z`), as lock files record it."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def one_line(text: str) -> str:
+    """`text` with every newline and other control character shown as `\\xNN`: a name from upstream content
+    cannot start a new line (a Markdown code block in the runbook, a key after a YAML comment)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

@@ -17,6 +17,7 @@ import yaml
 
 from ._chart import Chart
 from ._files import write_atomically
+from ._format import one_line
 from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import image_overrides
@@ -118,8 +119,7 @@ def placeholders(node: Any, path: str = "") -> list[str]:
 
 def _header(entry: ChartEntry, kind: str) -> str:
     what = "custom resource" if kind == "resource" else "values"
-    name = "".join(c if c.isprintable() else "?" for c in entry.name)  # a newline would end the comment
     return (
-        f"# {what} for {name}, written by wsm push: every image points at the internal registry.\n"
+        f"# {what} for {one_line(entry.name)}, written by wsm push: every image points at the internal registry.\n"
         f"# Keys marked {PLACEHOLDER} are the site's to fill in.\n"
     )

@@ -84,6 +84,8 @@ class ImagePush:
             "result": self.result.value, "bytes_sent": self.bytes_sent, "blobs_sent": self.blobs_sent,
             "blobs_present": self.blobs_present, "blobs_mounted": self.blobs_mounted,
         }
+        if self.result is PushResult.SKIPPED:
+            data["pinned"] = self.target.with_digest(self.digest).canonical  # what the values point at
         if self.error is not None:
             data["error"] = describe(self.error)
         return data
@@ -439,9 +441,7 @@ def _push_charts(
 
 def _chart_archive(bundle: Bundle, locked: BundleChart) -> bytes:
     """The chart's archive, read only from a regular file and only when it is what the lock recorded."""
-    path = bundle.path(locked)
-    require_regular_file(path)
-    archive = read_regular_file(path, MAX_CHART_BYTES)
+    archive = read_regular_file(bundle.path(locked), MAX_CHART_BYTES)  # refuses links, FIFOs and devices
     actual = "sha256:" + hashlib.sha256(archive).hexdigest()
     if actual != locked.digest:
         raise DigestMismatch(f"{locked.file}: sha256 is {actual}, the lock says {locked.digest}; run wsm verify",

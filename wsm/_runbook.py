@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._format import one_line
 from ._install import ChartLocation, InstallFile
 from ._manifest import ChartEntry, ReleaseManifest
 
@@ -81,7 +82,8 @@ def runbook(
         lines += _unredirected_note(file)
         step += 1
     lines += _image_table(images) + [""] + _chart_table(charts)
-    return "\n".join(lines) + "\n"
+    # Every element is one line: a name holding a newline must not open a code block of its own.
+    return "\n".join(one_line(line) for line in lines) + "\n"
 
 
 def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle, parse_checksums, read_checksums_file, root_digest_of
+from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
 from ._lock import BundleChart, BundleImage, Failure
@@ -218,7 +218,10 @@ def _unlisted_lock_entries(bundle: Bundle, sums: Mapping[str, str]) -> list[Prob
     lock = bundle.lock
     files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
     unlisted = [file for file in sorted(files) if file not in sums]
-    return [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
+    problems = [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
+    if LOCK_FILE not in sums:  # else SHA256SUMS, and so the root digest, would not cover what the lock says
+        problems.append(Problem(LOCK_FILE, "not listed in SHA256SUMS"))
+    return problems
 
 
 def _raise_for(report: VerifyReport, allow_incomplete: bool) -> None:
