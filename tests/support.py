@@ -47,3 +47,26 @@ def skopeo(*args: str) -> bytes:
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --- the bundle's own tool (tools/wsm.pyz), run as a site runs it ---------------------------------------------------
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # a stock machine's PATH: no pyenv, no venv, no wsm
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+
+
+def tool_interpreters() -> list[Path]:
+    """The interpreters the tool must run on here: Debian's own and the one this venv was made from (pyenv's)."""
+    found = [DEBIAN_PYTHON, Path(sys.base_prefix) / "bin" / "python3"]
+    unique = {path.resolve(): path for path in found if path.exists()}
+    return list(unique.values())
+
+
+def run_tool(
+    python: Path, pyz: Path, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -I -S pyz ARGS` with a system PATH and nothing of this checkout: -I drops the working directory
+    and PYTHON* variables from the path, -S every site-packages directory, so only the archive's modules load."""
+    environment = {"PATH": SYSTEM_PATH, "HOME": str(cwd), "WSM_CACHE_DIR": str(cwd / ".cache"), **(env or {})}
+    return subprocess.run([str(python), "-I", "-S", str(pyz), *args], capture_output=True, text=True, input=stdin,
+                          env=environment, cwd=cwd)

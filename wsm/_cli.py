@@ -454,7 +454,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print_data(report.to_dict(), "json")
     else:
         print(f"\u2713 {args.bundle}: {report.files_checked} files, {report.images_checked} images "
-              f"({report.blobs_checked} blobs), {report.charts_checked} charts, {human_bytes(report.bytes_checked)}: "
+              f"({report.blobs_checked} blobs), {report.charts_checked} charts, "
+              f"{'the tool, ' if report.tool_checked else ''}{human_bytes(report.bytes_checked)}: "
               "every digest matches")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
