@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,13 @@ def tool_interpreters() -> list[Path]:
     found = [DEBIAN_PYTHON, Path(sys.base_prefix) / "bin" / "python3"]
     unique = {path.resolve(): path for path in found if path.exists()}
     return list(unique.values())
+
+
+def supported_interpreters() -> list[Path]:
+    """Every CPython 3.10 or newer pyenv has here, beside tool_interpreters(): the range README promises."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3"))
+    wanted = [path for path in found if re.fullmatch(r"3\.(1[0-9])\.[0-9]+", path.parent.parent.name)]
+    return [path for path in wanted if path.resolve() not in {p.resolve() for p in tool_interpreters()}]
 
 
 def run_tool(

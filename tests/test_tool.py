@@ -16,7 +16,16 @@ import pytest
 from charts import package, write_chart
 from images import make_image
 from servers import free_port
-from support import DEBIAN_PYTHON, one_line_error, run_tool, sha256, skopeo, tool_interpreters, wsm
+from support import (
+    DEBIAN_PYTHON,
+    one_line_error,
+    run_tool,
+    sha256,
+    skopeo,
+    supported_interpreters,
+    tool_interpreters,
+    wsm,
+)
 from wsm._exceptions import BundleError
 from wsm._lock import BundleLock
 
@@ -97,6 +106,14 @@ def test_the_tool_runs_the_offline_side_with_nothing_installed(python, release, 
     no_engine = run_tool(python, pyz, "load", "--bundle", str(bundle), "--docker-host",
                          f"tcp://127.0.0.1:{free_port()}", cwd=tmp_path)  # the docker SDK loads from the archive
     one_line_error(no_engine, "no Docker engine answers")
+
+
+@pytest.mark.parametrize("python", supported_interpreters(), ids=str)
+def test_the_tool_verifies_and_lists_on_every_supported_python_found_here(python, release, tmp_path):
+    verified = run_tool(python, release["bundle"] / TOOL, "verify", str(release["bundle"]), "-o", "json", cwd=tmp_path)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["tool_checked"], verified.stderr
+    listed = run_tool(python, release["bundle"] / TOOL, "list", "-o", "json", cwd=tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["images"], listed.stderr
 
 
 def test_every_download_writes_the_same_tool_also_from_the_tool_itself(release, tmp_path):
