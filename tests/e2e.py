@@ -131,7 +131,7 @@ class Flow:
         run_helm(home, "repo", "add", "internal", self.site_charts.url)
         values_dir = self.bundle / "values"
         cr = yaml.safe_load((values_dir / "platform-cr.yaml").read_text())
-        platform_values = values_dir / "platform-from-cr.yaml"
+        platform_values = self.workdir / "platform-from-cr.yaml"  # beside the bundle: wsm did not write it
         platform_values.write_text(yaml.safe_dump(cr["spec"]["values"]))
         found = {}
         for chart, values in (("operator", values_dir / "operator.yaml"), ("platform", platform_values)):
