@@ -70,11 +70,17 @@ def supported_interpreters() -> list[Path]:
     return [path for path in wanted if path.resolve() not in {p.resolve() for p in tool_interpreters()}]
 
 
+def tool_command(python: Path, pyz: Path, *, site: bool = False) -> list[str]:
+    """`python -I -S pyz`: -I drops the working directory and PYTHON* variables from the path, -S every
+    site-packages directory, so only the archive's modules load; `site`: `python -I pyz`, as README has it."""
+    return [str(python), "-I", *([] if site else ["-S"]), str(pyz)]
+
+
 def run_tool(
-    python: Path, pyz: Path, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None
+    python: Path, pyz: Path, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None,
+    site: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -I -S pyz ARGS` with a system PATH and nothing of this checkout: -I drops the working directory
-    and PYTHON* variables from the path, -S every site-packages directory, so only the archive's modules load."""
+    """The bundle's tool run with a system PATH and nothing of this checkout (see tool_command)."""
     environment = {"PATH": SYSTEM_PATH, "HOME": str(cwd), "WSM_CACHE_DIR": str(cwd / ".cache"), **(env or {})}
-    return subprocess.run([str(python), "-I", "-S", str(pyz), *args], capture_output=True, text=True, input=stdin,
-                          env=environment, cwd=cwd)
+    return subprocess.run([*tool_command(python, pyz, site=site), *args], capture_output=True, text=True,
+                          input=stdin, env=environment, cwd=cwd)
