@@ -116,6 +116,16 @@ def test_the_tool_verifies_and_lists_on_every_supported_python_found_here(python
     assert listed.returncode == 0 and json.loads(listed.stdout)["images"], listed.stderr
 
 
+OLDER_PYTHONS = sorted(Path.home().glob(".pyenv/versions/3.[6-9].*/bin/python3"))
+
+
+@pytest.mark.parametrize("python", OLDER_PYTHONS[-1:], ids=str)
+def test_an_older_python_is_told_what_the_tool_needs_in_one_line(python, release, tmp_path):
+    result = run_tool(python, release["bundle"] / TOOL, "verify", str(release["bundle"]), cwd=tmp_path)
+    one_line_error(result, "this wsm.pyz needs Python 3.10 or newer", str(python))
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_every_download_writes_the_same_tool_also_from_the_tool_itself(release, tmp_path):
     expected = (release["bundle"] / TOOL).read_bytes()
     again = tmp_path / "again"

@@ -33,27 +33,37 @@ from ._lock import TOOLS_DIR, BundleTool
 
 TOOL_FILE = f"{TOOLS_DIR}/wsm.pyz"
 SHEBANG = b"#!/usr/bin/env python3\n"
-_MAIN = b"import sys\n\nfrom wsm._cli import main\n\nsys.exit(main())\n"
+# The entry point; it must parse on any python3, so that an older one says what it needs in one line.
+_MAIN = """\
+import sys
+
+if sys.version_info < {minimum!r}:
+    sys.exit("wsm: error: this wsm.pyz needs Python {version} or newer, and %s is %s; run it with a newer python3"
+             % (sys.executable, sys.version.split()[0]))
+
+from wsm._cli import main
+
+sys.exit(main())
+"""
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry: no build time leaks in
 _ROOT_DISTRIBUTION = "wsm"
 # Metadata that describes one installation, not the distribution.
 _INSTALL_RECORDS = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 _COMPILED = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".pyc", ".pyo")
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_LOWER_BOUND = re.compile(r">=\s*3\.([0-9]+)")  # in Requires-Python: `>=3.10`, `>=3.9, !=3.9.0`
 
 
 def write_tool(root: Path) -> BundleTool:
-    """Write `<root>/tools/wsm.pyz` (atomically; left as it is when it already holds these bytes)."""
+    """Write `<root>/tools/wsm.pyz` (atomically; left as it is when it already holds these bytes). A disk error
+    is raised as the OSError it is, for the caller to word as it words the bundle's other disk errors."""
     data = tool_archive()
     path = root / TOOL_FILE
     digest = hashlib.sha256(data).hexdigest()
-    try:
-        if not (path.is_file() and path.stat().st_size == len(data) and hash_file(path).sha256 == digest):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, data)
-        path.chmod(0o755)
-    except OSError as error:
-        raise BundleError(f"cannot write {path}: {error.strerror}", path=path) from None
+    if not (path.is_file() and path.stat().st_size == len(data) and hash_file(path).sha256 == digest):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+    path.chmod(0o755)  # `./wsm.pyz` runs it too, through its #! line
     return BundleTool(file=TOOL_FILE, sha256=digest, size=len(data), wsm_version=__version__)
 
 
@@ -64,10 +74,19 @@ def tool_archive() -> bytes:
     if running is not None:
         return running.read_bytes()
     members = dict(_package_members())
-    for distribution in _dependencies():
+    dependencies = _dependencies()
+    for distribution in dependencies:
         members.update(_distribution_members(distribution))
-    members["__main__.py"] = _MAIN
+    minimum = minimum_python([_distribution(_ROOT_DISTRIBUTION), *dependencies])
+    members["__main__.py"] = _MAIN.format(minimum=minimum, version="%d.%d" % minimum).encode()
     return zipapp_bytes(members)
+
+
+def minimum_python(distributions: list[metadata.Distribution]) -> tuple[int, int]:
+    """The oldest Python every one of `distributions` supports, from their `Requires-Python` lower bounds."""
+    bounds = [text for distribution in distributions for text in distribution.metadata.get_all("Requires-Python") or []]
+    minors = [int(found) for text in bounds for found in _LOWER_BOUND.findall(text)]
+    return 3, max(minors, default=0)
 
 
 def zipapp_bytes(members: dict[str, bytes]) -> bytes:
