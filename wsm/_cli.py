@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away (`| head`) is then caught below
+        return code
     except WsmError as error:
         print(f"wsm: error: {describe(error)}", file=sys.stderr)
         return error.exit_code
