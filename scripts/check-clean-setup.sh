@@ -4,7 +4,8 @@
 #   1. `./install.sh && wsm list`, with PREFIX in a temporary directory (nothing lands in /usr/local);
 #   2. README's test command: test-prereqs.sh makes .venv from the system python3, then mypy, then pytest on
 #      a quick part of the suite (the full suite runs in .ci/run's step before this one, on the same code;
-#      test_tool.py runs the bundle's tools/wsm.pyz on the system python3 too).
+#      test_tool.py runs the bundle's tools/wsm.pyz on the system python3 too; test_cli_list.py once caught
+#      a failure only Debian's python3 showed).
 # It also checks that the system interpreter's packages are the same afterwards. Needs the package index
 # (PyPI), as the set-up itself does; apt packages and helm already installed are reused.
 set -euo pipefail
@@ -38,7 +39,7 @@ say "bash scripts/test-prereqs.sh && .venv/bin/python -m mypy && .venv/bin/pytho
 clean bash scripts/test-prereqs.sh
 grep -qx "home = /usr/bin" .venv/pyvenv.cfg || { say ".venv is not made from /usr/bin/python3"; cat .venv/pyvenv.cfg; exit 1; }
 clean .venv/bin/python -m mypy
-clean .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_tool.py tests/test_cli_truth.py tests/test_reference.py
+clean .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_tool.py tests/test_cli_truth.py tests/test_cli_list.py
 
 [ "$(system_packages)" = "$before" ] || { say "the system interpreter's packages changed"; exit 1; }
 say "ok: a fresh clone sets up and tests with the system's python3 and PATH only"
