@@ -16,13 +16,22 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 # Wait for apt's lock instead of failing when unattended upgrades or another install hold it.
 apt_get=($SUDO apt-get -o DPkg::Lock::Timeout=600)
+# `apt-get update` does not honour DPkg::Lock::Timeout for its lists lock (apt 2.6): wait for that one here.
+apt_update() {
+  local tries=0 output
+  until output=$("${apt_get[@]}" update -qq 2>&1); do
+    if [[ $output != *"Could not get lock"* ]] || ((++tries > 120)); then echo "$output" >&2; return 1; fi
+    ((tries > 1)) || echo "test-prereqs: apt is busy (unattended upgrades?); waiting up to 10 minutes" >&2
+    sleep 5
+  done
+}
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   echo "test-prereqs: installing ${missing[*]}"
-  "${apt_get[@]}" update -qq
+  apt_update
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

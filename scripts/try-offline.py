@@ -7,7 +7,9 @@ and Helm repository (nginx, PUT behind basic auth); then runs, printing each com
 
   wsm list -> wsm download -> wsm verify -> wsm push -> helm template with the written values
 
-and leaves everything under the directory it prints (servers are stopped at the end). Needs what
+where the offline half (verify, push) runs the bundle's own tools/wsm.pyz on the system's python3, as a site
+would: `/usr/bin/python3 -I bundle/tools/wsm.pyz verify bundle`, nothing installed. Everything stays under
+the directory it prints (servers are stopped at the end). Needs what
 scripts/test-prereqs.sh installs.
 """
 

@@ -1,6 +1,8 @@
 """The whole story offline, as an operator runs it: an "upstream" registry and Helm repository serving a small
 stand-in release -> wsm list -> wsm download -> (the gap) -> wsm verify -> wsm push into an internal registry
 (TLS + htpasswd) and Helm repository (nginx, PUT behind basic auth) -> helm template with the written values.
+The offline half runs as a site runs it: the bundle's own tools/wsm.pyz on the system's python3 (Debian's
+/usr/bin/python3 where there is one), with nothing installed.
 
 Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the whole flow offline").
 """
@@ -8,6 +10,7 @@ Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import yaml
 from charts import build_operator_chart, build_platform_chart, package
 from images import make_image
 from servers import HelmRepo, Registry, run_helm
-from support import wsm
+from support import DEBIAN_PYTHON, run_tool, tool_command, wsm
 
 USER, PASSWORD = "site-admin", "s3cret-pw"
 # The stand-in release's images, as the charts name them once the manifest's values pin them.
@@ -116,11 +119,11 @@ class Flow:
         self.log(f"internal registry {self.site_registry.url} (TLS, htpasswd), Helm repository {self.site_charts.url}")
 
     def verify(self) -> str:
-        return self.wsm("verify", str(self.bundle)).stdout
+        return self.tool("verify", "bundle").stdout
 
     def push(self, *extra: str) -> str:
-        return self.wsm(
-            "push", "--bundle", str(self.bundle), "--registry", f"{self.site_registry.host}/site",
+        return self.tool(
+            "push", "--bundle", "bundle", "--registry", f"{self.site_registry.host}/site",
             "--helm-repo", self.site_charts.url, "--ca-file", str(self.ca_file),
             "--username", USER, "--password-stdin", *extra, stdin=PASSWORD + "\n",
         ).stdout
@@ -131,7 +134,7 @@ class Flow:
         run_helm(home, "repo", "add", "internal", self.site_charts.url)
         values_dir = self.bundle / "values"
         cr = yaml.safe_load((values_dir / "platform-cr.yaml").read_text())
-        platform_values = values_dir / "platform-from-cr.yaml"
+        platform_values = self.workdir / "platform-from-cr.yaml"  # beside the bundle: wsm did not write it
         platform_values.write_text(yaml.safe_dump(cr["spec"]["values"]))
         found = {}
         for chart, values in (("operator", values_dir / "operator.yaml"), ("platform", platform_values)):
@@ -153,6 +156,20 @@ class Flow:
         result = wsm(*args, stdin=stdin, cwd=self.workdir, env={"DOCKER_CONFIG": str(self.workdir / "docker")})
         if result.returncode != 0:
             raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
+        return result
+
+    @property
+    def offline_python(self) -> Path:
+        return DEBIAN_PYTHON if DEBIAN_PYTHON.exists() else Path(sys.base_prefix) / "bin" / "python3"
+
+    def tool(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """The bundle's own wsm, `python3 -I bundle/tools/wsm.pyz ARGS`, run from the bundle's parent directory."""
+        pyz = self.bundle / "tools" / "wsm.pyz"
+        command = tool_command(self.offline_python, pyz.relative_to(self.workdir), site=True)
+        self.log("$ " + " ".join([*command, *args]))
+        result = run_tool(self.offline_python, pyz, *args, stdin=stdin, cwd=self.workdir, site=True)
+        if result.returncode != 0:
+            raise AssertionError(f"{pyz} {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result
 
     def _start(self, server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,3 +48,39 @@ def skopeo(*args: str) -> bytes:
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --- the bundle's own tool (tools/wsm.pyz), run as a site runs it ---------------------------------------------------
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # a stock machine's PATH: no pyenv, no venv, no wsm
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+
+
+def tool_interpreters() -> list[Path]:
+    """The interpreters the tool must run on here: Debian's own and the one this venv was made from (pyenv's)."""
+    found = [DEBIAN_PYTHON, Path(sys.base_prefix) / "bin" / "python3"]
+    unique = {path.resolve(): path for path in found if path.exists()}
+    return list(unique.values())
+
+
+def supported_interpreters() -> list[Path]:
+    """Every CPython 3.10 or newer pyenv has here, beside tool_interpreters(): the range README promises."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3"))
+    wanted = [path for path in found if re.fullmatch(r"3\.(1[0-9])\.[0-9]+", path.parent.parent.name)]
+    return [path for path in wanted if path.resolve() not in {p.resolve() for p in tool_interpreters()}]
+
+
+def tool_command(python: Path, pyz: Path, *, site: bool = False) -> list[str]:
+    """`python -I -S pyz`: -I drops the working directory and PYTHON* variables from the path, -S every
+    site-packages directory, so only the archive's modules load; `site`: `python -I pyz`, as README has it."""
+    return [str(python), "-I", *([] if site else ["-S"]), str(pyz)]
+
+
+def run_tool(
+    python: Path, pyz: Path, *args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None,
+    site: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """The bundle's tool run with a system PATH and nothing of this checkout (see tool_command)."""
+    environment = {"PATH": SYSTEM_PATH, "HOME": str(cwd), "WSM_CACHE_DIR": str(cwd / ".cache"), **(env or {})}
+    return subprocess.run([*tool_command(python, pyz, site=site), *args], capture_output=True, text=True,
+                          input=stdin, env=environment, cwd=cwd)

@@ -190,7 +190,8 @@ def flip_byte(path, offset: int) -> None:
 def test_verify_passes_on_a_fresh_bundle_and_counts_what_it_checked(downloaded):
     root, built = downloaded
     report = verify(root)
-    assert report.ok and report.files_checked == 4 and report.images_checked == 2 and report.charts_checked == 1
+    assert report.ok and report.files_checked == 5 and report.images_checked == 2 and report.charts_checked == 1
+    assert report.tool_checked  # tools/wsm.pyz
     assert report.blobs_checked == sum(len(b.blobs) for b in built.values())
     assert report.bytes_checked == sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
                                        and ".wsm-partial" not in p.parts and p.name != "SHA256SUMS")

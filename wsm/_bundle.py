@@ -207,6 +207,8 @@ def _known_digests(lock: BundleLock) -> dict[str, FileDigest]:
         known[image.file] = FileDigest(image.file_size, image.file_sha256)
     for chart in lock.charts.values():
         known[chart.file] = FileDigest(chart.size, chart.digest.removeprefix("sha256:"))
+    if lock.tool is not None:
+        known[lock.tool.file] = FileDigest(lock.tool.size, lock.tool.sha256)
     return known
 
 

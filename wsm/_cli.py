@@ -47,7 +47,7 @@ HINTS = {
     Hint.CREDENTIALS: "check --username/--password-stdin or run `docker login` for that registry",
     Hint.MAPPING: "name one of them explicitly with --mapping FILE",
     Hint.ON_EXISTING: "use --on-existing skip or overwrite if that is intended",
-    Hint.HELM: "install helm, or pass --helm PATH (or set WSM_HELM)",
+    Hint.HELM: "install helm on PATH, or give its path with --helm PATH or in WSM_HELM",
     Hint.RESOLVE: "run with --resolve to fetch its charts",
     Hint.CHART_REPO: "for a repository chart add --repo URL",
 }
@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away (`| head`) is then caught below
+        return code
     except WsmError as error:
         print(f"wsm: error: {describe(error)}", file=sys.stderr)
         return error.exit_code
@@ -97,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -> None:
     """Which release; `lock`: offer --resolve, for commands that can list a release from its lock."""
     group = parser.add_argument_group("release (default: the embedded W&B manifest)")
-    group.add_argument("--manifest", type=Path, metavar="FILE", help="a release manifest (see manifests/README.md)")
+    group.add_argument("--manifest", type=_non_empty_path, metavar="FILE",
+                       help="a release manifest (see manifests/README.md)")
     group.add_argument(
-        "--chart", metavar="REF", help="a single chart: a directory, a .tgz, oci://host/path/name, or a name with --repo"
+        "--chart", type=_non_empty, metavar="REF",
+        help="a single chart: a directory, a .tgz, oci://host/path/name, or a name with --repo",
     )
     group.add_argument("--repo", metavar="URL", help="classic Helm repository URL for --chart NAME")
     group.add_argument("--version", dest="chart_version", metavar="VERSION", help="chart version or range for --chart")
@@ -113,7 +117,8 @@ def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -
         group.add_argument("--resolve", action="store_true",
                            help="fetch the charts and derive the images (else: the manifest's lock)")
     group.add_argument("--render", action="store_true", help="also run `helm template` and compare the images found")
-    group.add_argument("--helm", metavar="PATH", help="the helm binary for --render (default: helm on PATH)")
+    group.add_argument("--helm", metavar="PATH",
+                       help="the helm binary for --render (default: $WSM_HELM, then helm on PATH)")
 
 
 def add_transport_options(parser: argparse.ArgumentParser, *, credentials: bool = False) -> None:
@@ -159,8 +164,6 @@ def select_release(args: argparse.Namespace) -> ReleaseManifest:
     if args.chart is not None and args.manifest:
         raise WsmError("give --manifest or --chart, not both")
     if args.chart is not None:
-        if not args.chart.strip():
-            raise WsmError("--chart is empty: give a chart directory, a .tgz, oci://... or a name with --repo URL")
         return ReleaseManifest.single_chart(args.chart, args.repo, args.chart_version)
     if args.repo or args.chart_version:
         raise WsmError("--repo and --version go with --chart")
@@ -335,6 +338,17 @@ def add_quiet_and_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
 
 
+def _non_empty(text: str) -> str:
+    """An argument that names something: an empty one (`--chart ""`) is a usage error, not the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _non_empty_path(text: str) -> Path:
+    return Path(_non_empty(text))
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
@@ -460,7 +474,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print_data(report.to_dict(), "json")
     else:
         print(f"\u2713 {args.bundle}: {report.files_checked} files, {report.images_checked} images "
-              f"({report.blobs_checked} blobs), {report.charts_checked} charts, {human_bytes(report.bytes_checked)}: "
+              f"({report.blobs_checked} blobs), {report.charts_checked} charts, "
+              f"{'the tool, ' if report.tool_checked else ''}{human_bytes(report.bytes_checked)}: "
               "every digest matches")
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
         for name in report.unlisted:

@@ -53,6 +53,7 @@ from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
 from ._reference import Reference
 from ._remote import Platform, RegistryClient
+from ._zipapp import write_tool
 
 _T = TypeVar("_T")
 _DISK_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
@@ -456,6 +457,7 @@ class _Run:
             + [Failure(FailureKind.CHART, f"{r.name}-{r.version}", r.reason or "") for r in report.charts if not r.ok]
         )
         def write() -> None:
+            self.lock.tool = write_tool(self.bundle.root)  # the offline side's wsm, in the bundle it reads
             self.bundle.write_lock(self.lock)
             write_checksums(self.bundle, self.lock)
 

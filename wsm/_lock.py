@@ -29,6 +29,7 @@ from ._remote import Descriptor, Platform
 LOCK_FORMAT = 1
 IMAGES_DIR = "images"
 CHARTS_DIR = "charts"
+TOOLS_DIR = "tools"
 MAX_LOCK_BYTES = 256 * 1024 * 1024  # a lock lists blobs, not bytes: far above any real release
 
 
@@ -174,6 +175,25 @@ class BundleChart:
         )
 
 
+@dataclass(frozen=True)
+class BundleTool:
+    """The bundle's own wsm (`tools/wsm.pyz`), which runs the offline side with nothing installed."""
+
+    file: str  # relative to the bundle: tools/wsm.pyz
+    sha256: str  # hex
+    size: int
+    wsm_version: str  # of the wsm inside it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "size": self.size, "wsm_version": self.wsm_version}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> BundleTool:
+        read = _Reader(data, where)
+        return cls(file=read.file("file", TOOLS_DIR), sha256=read.string("sha256"), size=read.integer("size"),
+                   wsm_version=read.string("wsm_version", ""))
+
+
 def chart_key(source: str, name: str, version: str) -> str:
     return f"{source}#{name}-{version}"
 
@@ -190,6 +210,7 @@ class BundleLock:
     images: dict[str, BundleImage] = field(default_factory=dict)  # by canonical source reference
     charts: dict[str, BundleChart] = field(default_factory=dict)  # by chart_key
     failures: tuple[Failure, ...] = ()  # what the last run could not fetch
+    tool: BundleTool | None = None  # the bundle's own wsm; None in bundles from before it was carried
 
     def release_images(self) -> list[BundleImage]:
         """The images the last download's release asked for, in reference order."""
@@ -228,6 +249,7 @@ class BundleLock:
             "images": [self.images[key].to_dict() for key in sorted(self.images)],
             "charts": [self.charts[key].to_dict() for key in sorted(self.charts)],
             "failures": [{"kind": f.kind.value, "name": f.name, "reason": f.reason} for f in self.failures],
+            **({"tool": self.tool.to_dict()} if self.tool else {}),
         }
 
     def to_json(self) -> bytes:
@@ -252,6 +274,7 @@ class BundleLock:
             images={image.key: image for image in images},
             charts={chart.key: chart for chart in charts},
             failures=tuple(_failure(item, f"{origin}: failures[{i}]") for i, item in enumerate(read.items("failures"))),
+            tool=BundleTool.from_dict(data["tool"], f"{origin}: tool") if data.get("tool") is not None else None,
         )
 
     @classmethod

@@ -30,8 +30,20 @@ class RenderedImage:
     kind: str
 
 
-def find_helm(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("WSM_HELM") or shutil.which("helm")
+def find_helm(explicit: str | None = None) -> str:
+    """The helm binary: `explicit` (the caller's choice), else $WSM_HELM, else `helm` on PATH. A binary named
+    by the first two that is not there is an error, not a reason to fall back to another helm."""
+    for given, where in ((explicit, "as given"), (os.environ.get("WSM_HELM"), "from WSM_HELM")):
+        if given:
+            found = shutil.which(given)  # a path to an executable, or a name on PATH
+            if found is None:
+                raise RenderError(f"helm {given} ({where}) is not an executable file", hint=Hint.HELM)
+            return found
+    found = shutil.which("helm")
+    if found is None:
+        raise RenderError("rendering the charts needs helm: none was given, WSM_HELM is not set, and PATH has no "
+                          "helm", hint=Hint.HELM)
+    return found
 
 
 def render_images(
@@ -39,8 +51,6 @@ def render_images(
 ) -> list[RenderedImage]:
     """Run `helm template` on `chart` (a .tgz or directory) with `values` and collect every image."""
     binary = find_helm(helm)
-    if binary is None:
-        raise RenderError("rendering the charts needs the helm binary", hint=Hint.HELM)
     output = _helm_template(binary, chart, values, release, namespace)
     return images_in_manifests(output)
 

@@ -19,7 +19,7 @@ from typing import Any
 from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import BundleChart, BundleImage, Failure
+from ._lock import BundleChart, BundleImage, BundleTool, Failure
 from ._progress import NO_PROGRESS, Progress
 
 
@@ -43,6 +43,7 @@ class VerifyReport:
     images_checked: int = 0
     blobs_checked: int = 0
     charts_checked: int = 0
+    tool_checked: bool = False  # tools/wsm.pyz, against SHA256SUMS and the lock
     problems: list[Problem] = field(default_factory=list)  # broken files and blobs, in SHA256SUMS order
     missing: list[str] = field(default_factory=list)  # listed in SHA256SUMS, not on disk
     unlisted: list[str] = field(default_factory=list)  # on disk, not in SHA256SUMS (not an error)
@@ -112,6 +113,7 @@ class _Outcome:
     bytes: int = 0
     image: bool = False
     chart: bool = False
+    tool: bool = False
     blobs: int = 0
     problems: list[Problem] = field(default_factory=list)
 
@@ -122,6 +124,7 @@ def _merge(report: VerifyReport, outcome: _Outcome) -> None:
     report.images_checked += outcome.image
     report.charts_checked += outcome.chart
     report.blobs_checked += outcome.blobs
+    report.tool_checked |= outcome.tool
     report.problems += outcome.problems
 
 
@@ -132,34 +135,51 @@ Check = Callable[[Tick], _Outcome]
 def _file_checks(bundle: Bundle, sums: Mapping[str, str], present: set[str]) -> dict[str, Check]:
     images = {entry.file: entry for entry in bundle.lock.images.values()}
     charts = {entry.file: entry for entry in bundle.lock.charts.values()}
+    tool = bundle.lock.tool
     checks: dict[str, Check] = {}
     for name, expected in sums.items():
         if name not in present:
             continue
         path = bundle.root / name
-        checks[name] = _check_for(path, name, expected, images.get(name), charts.get(name))
+        locked = _Locked(chart=charts.get(name), tool=tool if tool is not None and tool.file == name else None)
+        checks[name] = _check_for(path, name, expected, images.get(name), locked)
     return checks
 
 
-def _check_for(path: Path, name: str, expected: str, image: BundleImage | None, chart: BundleChart | None) -> Check:
+@dataclass(frozen=True)
+class _Locked:
+    """What the lock says of a file that is not an image tarball, when it says anything."""
+
+    chart: BundleChart | None = None
+    tool: BundleTool | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        if self.chart is not None:
+            return self.chart.digest.removeprefix("sha256:")
+        return self.tool.sha256 if self.tool is not None else None
+
+
+def _check_for(path: Path, name: str, expected: str, image: BundleImage | None, locked: _Locked) -> Check:
     def check(tick: Tick) -> _Outcome:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
-            return _Outcome(image=image is not None, chart=chart is not None, problems=[Problem(name, detail)])
+            return _Outcome(image=image is not None, chart=locked.chart is not None, tool=locked.tool is not None,
+                            problems=[Problem(name, detail)])
         if image is not None:
             return _check_image(path, name, expected, image, tick)
-        return _check_file(path, name, expected, chart, tick)
+        return _check_file(path, name, expected, locked, tick)
 
     return check
 
 
-def _check_file(path: Path, name: str, expected: str, chart: BundleChart | None, tick: Tick) -> _Outcome:
+def _check_file(path: Path, name: str, expected: str, locked: _Locked, tick: Tick) -> _Outcome:
     digest = hash_file(path, tick)
-    outcome = _Outcome(bytes=digest.size, chart=chart is not None)
+    outcome = _Outcome(bytes=digest.size, chart=locked.chart is not None, tool=locked.tool is not None)
     if digest.sha256 != expected:
         outcome.problems.append(Problem(name, f"sha256 is {digest.sha256}, SHA256SUMS says {expected}"))
-    elif chart and chart.digest.removeprefix("sha256:") != digest.sha256:
-        outcome.problems.append(Problem(name, f"sha256 is {digest.sha256}, the lock says {chart.digest}"))
+    elif locked.sha256 is not None and locked.sha256 != digest.sha256:
+        outcome.problems.append(Problem(name, f"sha256 is {digest.sha256}, the lock says {locked.sha256}"))
     return outcome
 
 
@@ -217,6 +237,7 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
 def _unlisted_lock_entries(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
     lock = bundle.lock
     files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
+    files += [lock.tool.file] if lock.tool is not None else []
     unlisted = [file for file in sorted(files) if file not in sums]
     problems = [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
     if LOCK_FILE not in sums:  # else SHA256SUMS, and so the root digest, would not cover what the lock says
