@@ -5,7 +5,7 @@ Starts an "upstream" registry and Helm repository serving a small stand-in relea
 platform chart installed through a custom resource, six images), and an "internal" registry (TLS, htpasswd)
 and Helm repository (nginx, PUT behind basic auth); then runs, printing each command:
 
-  wsm list -> wsm download -> wsm verify -> wsm push -> helm template with the written values
+  wsm list -> wsm download -> wsm verify -> wsm push -> wsm check -> helm template with the written values
 
 and leaves everything under the directory it prints (servers are stopped at the end). Needs what
 scripts/test-prereqs.sh installs.
@@ -32,6 +32,7 @@ def main() -> int:
         flow.internal()
         print(flow.verify())
         print(flow.push())
+        print(flow.check().stdout)
         print("== helm template with the written values: every image comes from the internal registry")
         for chart, images in flow.rendered_images().items():
             print(f"{chart}: " + ", ".join(images))

@@ -16,24 +16,28 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ._bundle import Bundle
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import ChartRepository, RepoAuth, open_repository
 from ._exceptions import BundleError, Hint, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
-from ._install import ChartLocation, chart_overrides, write_install_files
+from ._install import ChartLocation, InstallFile, chart_overrides, pull_secret_values, write_install_files
 from ._layout import blob_member, tar_members
 from ._lock import BundleImage
-from ._manifest import ReleaseManifest
+from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validate_secret_name
+from ._pushed import PushRecord
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
-from ._runbook import MovedChart, MovedImage, runbook
+from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
-from ._values import Values
+from ._values import Values, get_path, load_values_file, merge
 from ._verify import verify
 
 RUNBOOK_FILE = "RUNBOOK.md"
@@ -243,6 +247,8 @@ class PushOptions:
     site_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name
     user_values_files: Mapping[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
+    pull_secret: str | None = None  # the Kubernetes secret every written values file names for pulling
+    helm: str | None = None  # the helm binary that renders the written values to check the pull secret
 
 
 @dataclass
@@ -254,6 +260,7 @@ class PushReport:
     files: list[str]
     runbook: str | None
     dry_run: bool
+    pull_secret: PullSecretReport | None = None
 
     @property
     def failures(self) -> list[ImagePush]:
@@ -269,6 +276,7 @@ class PushReport:
             "images": [job.to_dict(describe) for job in self.images],
             "charts": [chart.to_dict() for chart in self.charts],
             "files": self.files,
+            **({"pull_secret": self.pull_secret.to_dict()} if self.pull_secret else {}),
         }
 
 
@@ -277,6 +285,8 @@ def push_release(
     progress: Progress = NO_PROGRESS, transport: TransportOptions | None = None,
 ) -> PushReport:
     """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
+    if options.pull_secret is not None:
+        validate_secret_name(options.pull_secret)
     verify(bundle)
     release = bundle.release
     registry = TargetRegistry.parse(options.registry)
@@ -288,22 +298,77 @@ def push_release(
                        dry_run=options.dry_run, progress=progress)
     charts, moved, locations = _push_charts(bundle, release, options, client, transport or TransportOptions())
     report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
-    if options.dry_run or not options.helm_repo or not release.charts:
+    if options.dry_run:
         return report
-    files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values)
-    rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
+    if not options.helm_repo or not release.charts:
+        PushRecord.planned(bundle, options.registry, targets, None).write(bundle.root)
+        return report
+    files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values,
+                                options.pull_secret)
+    rewritten = [_rewrite_user_values(path, name, images, targets, charts, options.pull_secret) for name, path in
                  options.user_values_files.items()]
+    record = PushRecord.planned(bundle, options.registry, targets, options.helm_repo,
+                                [str(f.path.relative_to(bundle.root)) for f in files])
+    secret_steps = None
+    if options.pull_secret is not None:
+        report.pull_secret = _check_pull_secret(bundle, release, files, registry.host, options)
+        secret_steps = _secret_steps(release, files, registry.host, report.pull_secret)
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
-                             moved)
+                             moved, check=_check_command(bundle, options, transport), pull_secret=secret_steps)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
-    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
+    pushed = record.write(bundle.root)
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE), str(pushed)] + rewritten
     return report
 
 
+def _check_command(bundle: Bundle, options: PushOptions, transport: TransportOptions | None) -> CheckCommand:
+    """`wsm check` as this push reached the servers (the CA file by its absolute path)."""
+    transport = transport or TransportOptions()
+    ca_file = str(Path(transport.ca_file).resolve()) if transport.ca_file else None
+    return CheckCommand(bundle.root.name, options.registry, options.helm_repo, ca_file, transport.insecure,
+                        transport.plain_http, options.repo_auth.username)
+
+
+def _namespaces(release: ReleaseManifest) -> tuple[str, ...]:
+    """Where the release's pods run, each namespace once."""
+    return tuple(dict.fromkeys(_namespace(entry) for entry in release.charts))
+
+
+def _namespace(entry: ChartEntry) -> str:
+    """A Helm release's namespace; a custom resource's own, when its template names one."""
+    declared = get_path(entry.resource.template, "metadata.namespace") if entry.resource else None
+    return str(declared or entry.namespace)
+
+
+def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
+                       options: PushOptions) -> PullSecretReport:
+    """Render every chart with the values just written; name the pod specs that would pull without the secret."""
+    assert options.pull_secret is not None
+    archives = {chart.name: bundle.path(chart) for chart in bundle.lock.release_charts()}
+    by_chart = {file.chart: file for file in files}
+    targets = []
+    for entry in release.charts:
+        document = yaml.safe_load(by_chart[entry.name].path.read_text())
+        values = get_path(document, entry.resource.values_path) if entry.resource else document
+        targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {}, entry.release or entry.name,
+                                    _namespace(entry)))
+    report = check_rendered(options.pull_secret, registry_host, targets, options.helm)
+    report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
+    return report
+
+
+def _secret_steps(release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
+                  report: PullSecretReport) -> PullSecretSteps:
+    return PullSecretSteps(report.secret, registry_host, _namespaces(release), tuple(report.without_keys),
+                           tuple(str(gap) for gap in report.gaps), tuple(report.notes))
+
+
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
-                         targets: Mapping[Reference, Reference], charts: Mapping[str, Chart]) -> str:
+                         targets: Mapping[Reference, Reference], charts: Mapping[str, Chart],
+                         pull_secret: str | None) -> str:
     overrides, _ = chart_overrides(images, targets, chart, charts.get(chart))
-    backup = rewrite_values_file(path, overrides)
+    secrets, _ = pull_secret_values(images, chart, charts.get(chart), load_values_file(path), pull_secret)
+    backup = rewrite_values_file(path, merge(secrets, overrides))
     return f"{path} (backup {backup.name})"
 
 
