@@ -22,6 +22,7 @@ from typing import Any
 from ._chart import Chart
 from ._exceptions import RenderError, WsmError
 from ._model import Shape
+from ._reference import Reference, looks_like_reference
 from ._render import render_documents
 from ._values import Values, coalesce, get_path, join_path, set_path, sub_values
 
@@ -151,7 +152,7 @@ def pod_spec_gaps(
         if not isinstance(document, dict):
             continue
         for spec in _pod_specs(document):
-            internal = tuple(image for image in _images(spec) if image.startswith(registry_host + "/"))
+            internal = tuple(image for image in _images(spec) if _registry(image) == registry_host)
             if not internal:
                 continue
             checked += 1
@@ -173,6 +174,10 @@ def _pod_specs(node: object) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for item in node:
             yield from _pod_specs(item)
+
+
+def _registry(image: str) -> str | None:
+    return Reference.parse(image).registry if looks_like_reference(image) else None
 
 
 def _images(spec: dict[str, Any]) -> Iterator[str]:
