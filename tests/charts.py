@@ -46,6 +46,19 @@ spec:
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
 """
 
+# Pull secrets as bitnami's common.images.renderPullSecrets reads them: global and image lists, strings or maps.
+BITNAMI_PULL_SECRETS = """\
+      {{- $secrets := list }}
+      {{- range ((.Values.global).imagePullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
+      {{- range ((.Values.image).pullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
+      {{- if $secrets }}
+      imagePullSecrets:
+        {{- range ($secrets | uniq) }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
+"""
+
 REDIS_STATEFULSET = """\
 apiVersion: apps/v1
 kind: StatefulSet
@@ -56,15 +69,7 @@ spec:
   template:
     metadata: {labels: {app: redis}}
     spec:
-      {{- $secrets := list }}
-      {{- range ((.Values.global).imagePullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
-      {{- range ((.Values.image).pullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
-      {{- if $secrets }}
-      imagePullSecrets:
-        {{- range ($secrets | uniq) }}
-        - name: {{ . }}
-        {{- end }}
-      {{- end }}
+""" + BITNAMI_PULL_SECRETS + """\
       containers:
         - name: redis
           image: {{ printf "%s/%s:%s" (.Values.global.imageRegistry | default .Values.image.registry) .Values.image.repository .Values.image.tag }}
@@ -79,15 +84,7 @@ spec:
   template:
     metadata: {labels: {app: metrics}}
     spec:
-      {{- $secrets := list }}
-      {{- range ((.Values.global).imagePullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
-      {{- range ((.Values.image).pullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
-      {{- if $secrets }}
-      imagePullSecrets:
-        {{- range ($secrets | uniq) }}
-        - name: {{ . }}
-        {{- end }}
-      {{- end }}
+""" + BITNAMI_PULL_SECRETS + """\
       containers:
         - name: exporter
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"

@@ -64,7 +64,9 @@ class _Node:
         return isinstance(self.values.get("global"), dict) and "imageRegistry" in self.values["global"]
 
 
-def pull_secret_overrides(chart: Chart, user: Values, images: Iterable[ImagePath], name: str) -> tuple[Values, list[str]]:
+def pull_secret_overrides(
+    chart: Chart, user: Values, images: Iterable[ImagePath], name: str
+) -> tuple[Values, list[str]]:
     """The values that set secret `name` wherever `chart` (with the user's values) takes pull secrets, and the
     dotted keys set; no key means the chart offers no way to set one through values."""
     nodes = list(_nodes(chart, coalesce(user, chart.values), ""))
@@ -86,8 +88,9 @@ def pull_secret_overrides(chart: Chart, user: Values, images: Iterable[ImagePath
         put(GLOBAL_KEY, current, all(node.bitnami for node in owners))
     for image in dict.fromkeys(images):
         node_value = get_path(view, image.path)
-        if image.shape is not Shape.STRING and isinstance(node_value, dict) and isinstance(node_value.get(IMAGE_KEY), list):
-            put(join_path(image.path, IMAGE_KEY), node_value[IMAGE_KEY], image.shape is Shape.REGISTRY)
+        beside = node_value.get(IMAGE_KEY) if isinstance(node_value, dict) else None
+        if image.shape is not Shape.STRING and isinstance(beside, list):
+            put(join_path(image.path, IMAGE_KEY), beside, image.shape is Shape.REGISTRY)
     return overrides, keys
 
 

@@ -301,7 +301,7 @@ def push_release(
     if options.dry_run:
         return report
     if not options.helm_repo or not release.charts:
-        PushRecord.planned(bundle, options.registry, targets, None).write(bundle.root)
+        report.files = [str(PushRecord.planned(bundle, options.registry, targets, None).write(bundle.root))]
         return report
     files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values,
                                 options.pull_secret)
@@ -311,7 +311,8 @@ def push_release(
                                 [str(f.path.relative_to(bundle.root)) for f in files])
     secret_steps = None
     if options.pull_secret is not None:
-        report.pull_secret = _check_pull_secret(bundle, release, files, registry.host, options)
+        report.pull_secret = _check_pull_secret(bundle, release, files, registry.host, options.pull_secret,
+                                                options.helm)
         secret_steps = _secret_steps(release, files, registry.host, report.pull_secret)
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, check=_check_command(bundle, options, transport), pull_secret=secret_steps)
@@ -341,9 +342,8 @@ def _namespace(entry: ChartEntry) -> str:
 
 
 def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
-                       options: PushOptions) -> PullSecretReport:
+                       secret: str, helm: str | None) -> PullSecretReport:
     """Render every chart with the values just written; name the pod specs that would pull without the secret."""
-    assert options.pull_secret is not None
     archives = {chart.name: bundle.path(chart) for chart in bundle.lock.release_charts()}
     by_chart = {file.chart: file for file in files}
     targets = []
@@ -352,7 +352,7 @@ def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence
         values = get_path(document, entry.resource.values_path) if entry.resource else document
         targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {}, entry.release or entry.name,
                                     _namespace(entry)))
-    report = check_rendered(options.pull_secret, registry_host, targets, options.helm)
+    report = check_rendered(secret, registry_host, targets, helm)
     report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
     return report
 
