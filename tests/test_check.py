@@ -16,6 +16,7 @@ from e2e import IMAGES, PASSWORD, USER, Flow
 from images import build_image, make_image, push_layout
 from wsm._bundle import Bundle
 from wsm._check import CheckOptions, Status, check
+from wsm._exceptions import BundleError
 from wsm._download import download
 from wsm._model import ImageSource, Method, ResolvedImage
 from wsm._push import push_images
@@ -138,6 +139,27 @@ def test_a_registry_other_than_the_pushed_one_is_refused_in_one_line(flow):
     assert "was pushed to registry" in result.stderr and "other.corp/site" in result.stderr
 
 
+def test_refused_credentials_and_a_bad_pull_secret_name_are_one_line_errors(flow):
+    result = flow.wsm("check", "--bundle", str(flow.bundle), *flow.site_options(), stdin="wrong\n",
+                      expect_success=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "--username/--password-stdin" in result.stderr
+    result = flow.wsm("push", "--bundle", str(flow.bundle), *flow.site_options(), "--pull-secret", "Reg_Cred",
+                      stdin=PASSWORD + "\n", expect_success=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "'Reg_Cred' is not a Kubernetes secret name" in result.stderr
+
+
+def test_a_damaged_push_record_is_named(tmp_path):
+    (tmp_path / "pushed.json").write_text(json.dumps({"format": 1, "registry": "r.corp", "images": [
+        {"source": "docker.io/a/b:1", "target": "r.corp/a/b:1", "digest": "sha256:not-hex"}]}))
+    with pytest.raises(BundleError, match="pushed.json is not a push record wsm wrote"):
+        PushRecord.read(tmp_path)
+    (tmp_path / "pushed.json").write_text(json.dumps({"format": 1, "registry": "r.corp", "files": ["../x"]}))
+    with pytest.raises(BundleError, match="a file outside the bundle"):
+        PushRecord.read(tmp_path)
+
+
 def test_a_kept_platform_manifest_missing_under_an_index_is_named(registry, plain_client, tmp_path):
     """A multi-platform image kept as-is: its index is there, but one platform's manifest was deleted."""
     built = make_image(registry, "check/multi", tmp_path, platforms=("linux/amd64", "linux/arm64"))
@@ -148,8 +170,13 @@ def test_a_kept_platform_manifest_missing_under_an_index_is_named(registry, plai
     target_registry = f"{registry.host}/check-site"
     targets = plan_targets([source.reference], TargetRegistry.parse(target_registry))
     push_images(bundle, targets, plain_client)
+    with pytest.raises(BundleError, match="was never pushed"):
+        check(bundle, CheckOptions(), plain_client)
+    # Without a record, the registry given: checked against the names push gives.
+    assert check(bundle, CheckOptions(registry=target_registry), plain_client).problems == []
     PushRecord.planned(bundle, target_registry, targets, None).write(bundle.root)
-    assert check(bundle, CheckOptions(), plain_client).problems == []
+    report = check(bundle, CheckOptions(), plain_client)
+    assert report.problems == [] and "linux/amd64, linux/arm64" in report.findings[0].detail
 
     arm = built.manifests["linux/arm64"]
     response = httpx.delete(f"{registry.url}/v2/check-site/check/multi/manifests/{arm}")

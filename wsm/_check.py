@@ -111,12 +111,17 @@ def _record(bundle: Bundle, options: CheckOptions) -> PushRecord:
         registry = TargetRegistry.parse(options.registry)
         targets = plan_targets([entry.reference for entry in bundle.lock.release_images()], registry)
         return PushRecord.planned(bundle, options.registry, targets, options.helm_repo)
-    for what, given, recorded in (("registry", options.registry, record.registry),
-                                  ("Helm repository", options.helm_repo, record.helm_repo)):
-        if given is not None and given.rstrip("/") != (recorded or "").rstrip("/"):
-            raise WsmError(f"{bundle.root} was pushed to {what} {recorded or '(none)'}, not {given}; check "
-                           "against the servers it was pushed to, or push it there first")
+    if options.registry is not None and \
+            TargetRegistry.parse(options.registry).base != TargetRegistry.parse(record.registry).base:
+        raise _pushed_elsewhere(bundle, "registry", record.registry, options.registry)
+    if options.helm_repo is not None and options.helm_repo.rstrip("/") != (record.helm_repo or "").rstrip("/"):
+        raise _pushed_elsewhere(bundle, "Helm repository", record.helm_repo, options.helm_repo)
     return record
+
+
+def _pushed_elsewhere(bundle: Bundle, what: str, recorded: str | None, given: str) -> WsmError:
+    return WsmError(f"{bundle.root} was pushed to {what} {recorded or '(none)'}, not {given}; check against the "
+                    "servers it was pushed to, or push it there first")
 
 
 def _references(files: Iterable[Path]) -> list[Reference]:
