@@ -108,3 +108,26 @@ def test_rendering_names_every_pod_spec_that_pulls_without_the_secret(tmp_path):
     _, without = pod_spec_gaps(render_documents(chart_dir, {}, release="demo", namespace="demo",
                                                 helm=helm_binary()), "platform", "docker.io", "regcred")
     assert len(without) == 6  # no secret in the values: every pod spec is named
+
+
+def test_the_runbook_step_quotes_every_argument_and_names_what_rendering_found(tmp_path):
+    from wsm._install import ChartLocation, InstallFile
+    from wsm._manifest import parse_manifest
+    from wsm._runbook import PullSecretSteps, runbook
+
+    manifest = parse_manifest("apiVersion: wsm/v1\nkind: Release\nname: demo\ncharts:\n"
+                              "  - {name: app, repo: 'https://charts.example.com', version: 1.0.0}\n", "m.yaml", None)
+    location = ChartLocation("https://charts.corp", "app", "1.0.0")
+    files = [InstallFile("app", tmp_path / "bundle" / "values" / "app.yaml", "values")]
+    steps = PullSecretSteps("regcred", "registry.corp:5000", ("team a;rm -rf ~",), without_keys=("app",),
+                            gaps=("app: Deployment web (app/templates/web.yaml) pulls registry.corp:5000/x:1",),
+                            notes=("app: pod specs not checked (helm is missing)",))
+    text = runbook(manifest, tmp_path / "bundle", "registry.corp:5000", {"app": location}, files, [], [],
+                   pull_secret=steps)
+    assert "## 1. Create the pull secret `regcred`" in text
+    assert "kubectl create secret generic regcred --type=kubernetes.io/dockerconfigjson -n 'team a;rm -rf ~'" in text
+    assert "kubectl get namespace 'team a;rm -rf ~' >/dev/null 2>&1 || kubectl create namespace 'team a;rm -rf ~'" \
+        in text
+    assert "the values of `app` take no pull secret" in text
+    assert "- app: Deployment web (app/templates/web.yaml) pulls registry.corp:5000/x:1" in text
+    assert "Note: app: pod specs not checked (helm is missing)" in text
