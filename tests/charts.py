@@ -12,7 +12,7 @@ image pinned by digest.
 Pull secrets, in each shape charts take them: `svc` reads its own `imagePullSecrets` ({name} maps), `redis`
 and `metrics` merge `global.imagePullSecrets` and `image.pullSecrets` as bitnami's helper does (strings or
 maps), the `tool` Job reads `global.imagePullSecrets` ({name} maps), and the operator chart its
-`image.pullSecrets`.
+`image.pullSecrets` as names (`- name: {{ . }}`, as W&B's operator chart does).
 """
 
 from __future__ import annotations
@@ -253,9 +253,10 @@ spec:
   template:
     metadata: {labels: {app: controller}}
     spec:
-      {{- with .Values.image.pullSecrets }}
-      imagePullSecrets: {{- toYaml . | nindent 8 }}
-      {{- end }}
+      imagePullSecrets:
+        {{- range .Values.image.pullSecrets }}
+        - name: {{ . }}
+        {{- end }}
       containers:
         - name: manager
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"

@@ -52,7 +52,7 @@ def test_each_key_the_platform_chart_takes_gets_the_secret_in_its_shape(tmp_path
 def test_operator_chart_takes_it_beside_its_image(tmp_path):
     chart_dir = build_operator_chart(tmp_path)
     values, keys = pull_secret_values(resolved(chart_dir), "operator", load_chart(chart_dir), {}, "regcred")
-    assert values == {"image": {"pullSecrets": [{"name": "regcred"}]}}
+    assert values == {"image": {"pullSecrets": ["regcred"]}}  # names, as W&B's operator template reads them
     assert keys == ["image.pullSecrets"]
 
 
@@ -131,3 +131,19 @@ def test_the_runbook_step_quotes_every_argument_and_names_what_rendering_found(t
     assert "the values of `app` take no pull secret" in text
     assert "- app: Deployment web (app/templates/web.yaml) pulls registry.corp:5000/x:1" in text
     assert "Note: app: pod specs not checked (helm is missing)" in text
+
+
+def test_rendering_catches_a_shape_the_templates_do_not_read(tmp_path):
+    """A chart that wants `{name: X}` beside its image but shows an empty list gets names by convention:
+    the rendered pod spec then holds no `{name: regcred}`, and the check names it."""
+    template = ("apiVersion: v1\nkind: Pod\nmetadata: {name: odd}\nspec:\n"
+                "  imagePullSecrets: {{- toYaml .Values.image.pullSecrets | nindent 4 }}\n"
+                "  containers:\n    - {name: main, image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"}\n")
+    chart_dir = write_chart(tmp_path / "odd", {"apiVersion": "v2", "name": "odd", "version": "1.0.0"},
+                            {"image": {"repository": "registry.corp/acme/odd", "tag": "1", "pullSecrets": []}},
+                            {"pod.yaml": template})
+    secrets, keys = pull_secret_values(resolved(chart_dir), "odd", load_chart(chart_dir), {}, "regcred")
+    assert keys == ["image.pullSecrets"]
+    documents = render_documents(chart_dir, secrets, release="r", namespace="n", helm=helm_binary())
+    checked, gaps = pod_spec_gaps(documents, "odd", "registry.corp", "regcred")
+    assert checked == 1 and [(gap.kind, gap.name) for gap in gaps] == [("Pod", "odd")]

@@ -5,10 +5,12 @@ Charts take pull secrets under a few keys, found the way images are found (in th
 - `imagePullSecrets` at the root of a chart or sub-chart (what `helm create` writes);
 - `global.imagePullSecrets` (bitnami charts and many umbrella charts; shared by every sub-chart);
 - `<image path>.pullSecrets` beside an image (bitnami's `image.pullSecrets`, the W&B operator's).
-Elements are `{name: X}` (the Kubernetes shape) or plain `X` strings (bitnami's helpers). The shape is the one
-the chart's defaults show; an empty default list says nothing, so bitnami-style charts (those with
-`global.imageRegistry`) get strings for their own keys and every other chart gets `{name: X}`. A key shared by
-both kinds (`global`) gets `{name: X}`: bitnami's current helpers take either.
+Elements are `{name: X}` (the Kubernetes shape) or plain `X` strings. The shape is the one the chart's values
+show; an empty list says nothing, so the conventions decide: `pullSecrets` beside an image holds strings
+(bitnami's helpers and the W&B operator's template both render `- name: {{ . }}`), and so do the keys of
+bitnami-style charts (those with `global.imageRegistry`); every other `imagePullSecrets` takes `{name: X}`. A
+`global` list shared by both kinds gets `{name: X}`: bitnami's current helpers take either. Rendering tells
+whether the guess was right (`pod_spec_gaps` accepts only `{name: X}` in the output).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def pull_secret_overrides(
         node_value = get_path(view, image.path)
         beside = node_value.get(IMAGE_KEY) if isinstance(node_value, dict) else None
         if image.shape is not Shape.STRING and isinstance(beside, list):
-            put(join_path(image.path, IMAGE_KEY), beside, image.shape is Shape.REGISTRY)
+            put(join_path(image.path, IMAGE_KEY), beside, True)
     return overrides, keys
 
 
