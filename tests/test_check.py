@@ -15,12 +15,14 @@ from charts import build_operator_chart, package
 from e2e import IMAGES, PASSWORD, USER, Flow
 from images import build_image, make_image, push_layout
 from wsm._bundle import Bundle
+from wsm._chart import chart_from_archive
+from wsm._chartrepo import OciRepository
 from wsm._check import CheckOptions, Status, check
 from wsm._exceptions import BundleError
 from wsm._download import download
 from wsm._model import ImageSource, Method, ResolvedImage
 from wsm._push import push_images
-from wsm._pushed import PushRecord
+from wsm._pushed import PushedChart, PushRecord
 from wsm._reference import Reference
 from wsm._target import TargetRegistry, plan_targets
 
@@ -184,3 +186,23 @@ def test_a_kept_platform_manifest_missing_under_an_index_is_named(registry, plai
     (problem,) = check(bundle, CheckOptions(), plain_client).problems
     assert problem.status is Status.MISSING and problem.name == f"{target_registry}/check/multi:1.0"
     assert "linux/arm64" in problem.detail and arm in problem.detail
+
+
+def test_an_oci_chart_is_checked_by_its_layer(registry, plain_client, tmp_path):
+    assert download([], [], tmp_path / "bundle", client=plain_client, platforms=None).ok
+    bundle = Bundle.open(tmp_path / "bundle")
+    archive = package(build_operator_chart(tmp_path / "src"), tmp_path / "out").read_bytes()
+    location = f"oci://{registry.host}/check-charts"
+    with OciRepository(location, client=plain_client) as repository:
+        repository.publish(archive, chart_from_archive(archive, "operator").metadata)
+    digest = "sha256:" + hashlib.sha256(archive).hexdigest()
+    chart = PushedChart("operator", "1.3.8", location, digest)
+    PushRecord(registry.host, location, (), (chart,)).write(bundle.root)
+    (finding,) = check(bundle, CheckOptions(), plain_client).findings
+    assert finding.ok and finding.kind == "chart" and digest in finding.detail
+
+    other = PushedChart("operator", "1.3.8", location, "sha256:" + "0" * 64)  # the bundle holds other bytes
+    missing = PushedChart("operator", "9.9.9", location, digest)
+    PushRecord(registry.host, location, (), (other, missing)).write(bundle.root)
+    statuses = [(f.name, f.status) for f in check(bundle, CheckOptions(), plain_client).findings]
+    assert statuses == [("operator 1.3.8", Status.DIFFERENT), ("operator 9.9.9", Status.MISSING)]
