@@ -147,3 +147,12 @@ def test_rendering_catches_a_shape_the_templates_do_not_read(tmp_path):
     documents = render_documents(chart_dir, secrets, release="r", namespace="n", helm=helm_binary())
     checked, gaps = pod_spec_gaps(documents, "odd", "registry.corp", "regcred")
     assert checked == 1 and [(gap.kind, gap.name) for gap in gaps] == [("Pod", "odd")]
+
+
+def test_without_helm_the_pod_specs_are_noted_unchecked(tmp_path):
+    from wsm._pullsecret import RenderTarget, check_rendered
+
+    target = RenderTarget("operator", build_operator_chart(tmp_path), {}, "operator", "demo")
+    report = check_rendered("regcred", "registry.corp", [target], helm=str(tmp_path / "no-helm"))
+    assert report.pod_specs_checked == 0 and report.gaps == []
+    assert report.notes and report.notes[0].startswith("operator: pod specs not checked (rendering the charts needs")

@@ -313,7 +313,7 @@ def push_release(
     if options.pull_secret is not None:
         report.pull_secret = _check_pull_secret(bundle, release, files, registry.host, options.pull_secret,
                                                 options.helm)
-        secret_steps = _secret_steps(release, files, registry.host, report.pull_secret)
+        secret_steps = _secret_steps(release, registry.host, report.pull_secret)
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, check=_check_command(bundle, options, transport), pull_secret=secret_steps)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
@@ -357,8 +357,7 @@ def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence
     return report
 
 
-def _secret_steps(release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
-                  report: PullSecretReport) -> PullSecretSteps:
+def _secret_steps(release: ReleaseManifest, registry_host: str, report: PullSecretReport) -> PullSecretSteps:
     return PullSecretSteps(report.secret, registry_host, _namespaces(release), tuple(report.without_keys),
                            tuple(str(gap) for gap in report.gaps), tuple(report.notes))
 

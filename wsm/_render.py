@@ -50,8 +50,9 @@ def render_documents(
 
 def _helm_binary(explicit: str | None) -> str:
     binary = find_helm(explicit)
-    if binary is None:
-        raise RenderError("rendering the charts needs the helm binary", hint=Hint.HELM)
+    if binary is None or shutil.which(binary) is None:  # a path given that is no program: one line, no traceback
+        raise RenderError(f"rendering the charts needs the helm binary{f' ({binary} is none)' if binary else ''}",
+                          hint=Hint.HELM)
     return binary
 
 
