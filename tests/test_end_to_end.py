@@ -154,3 +154,14 @@ def test_runbook_first_step_runs_wsm_check(flow, pushed):
                             cwd=flow.workdir, env=env, capture_output=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"all {len(IMAGES)} images and 2 charts are in place" in result.stdout
+
+
+def test_a_users_values_file_gets_the_pull_secret_too(flow, pushed):
+    own = flow.workdir / "operator-site.yaml"
+    own.write_text("# our operator settings\nimage:\n  pullPolicy: Always  # keep\n")
+    flow.push("--values", f"operator={own}")
+    text = own.read_text()
+    assert "# our operator settings" in text and "pullPolicy: Always  # keep" in text
+    values = yaml.safe_load(text)
+    assert values["image"]["pullSecrets"] == [PULL_SECRET]
+    assert values["image"]["repository"] == f"{flow.site_registry.host}/site/acme/controller"
