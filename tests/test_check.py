@@ -206,3 +206,18 @@ def test_an_oci_chart_is_checked_by_its_layer(registry, plain_client, tmp_path):
     PushRecord(registry.host, location, (), (other, missing)).write(bundle.root)
     statuses = [(f.name, f.status) for f in check(bundle, CheckOptions(), plain_client).findings]
     assert statuses == [("operator 1.3.8", Status.DIFFERENT), ("operator 9.9.9", Status.MISSING)]
+
+
+def test_the_runbook_check_command_carries_the_push_options_but_no_password():
+    from wsm._runbook import CheckCommand
+
+    plain = CheckCommand("bundle", "registry.corp:5000/site", "oci://registry.corp:5000/charts", insecure=True,
+                         plain_http=True)
+    assert plain.lines() == ["wsm check --bundle bundle --registry registry.corp:5000/site "
+                             "--helm-repo oci://registry.corp:5000/charts --insecure --plain-http"]
+    with_user = CheckCommand("my bundle", "registry.corp", None, ca_file="/etc/ca dir/ca.pem", username="o'brien")
+    read, piped, unset = with_user.lines()
+    assert read == "read -rs -p 'Password of o'\"'\"'brien: ' WSM_PASSWORD; echo"
+    assert piped == ("printf '%s\\n' \"$WSM_PASSWORD\" | wsm check --bundle 'my bundle' --registry registry.corp "
+                     "--ca-file '/etc/ca dir/ca.pem' --username 'o'\"'\"'brien' --password-stdin")
+    assert unset == "unset WSM_PASSWORD"
