@@ -5,7 +5,7 @@ Starts an "upstream" registry and Helm repository serving a small stand-in relea
 platform chart installed through a custom resource, six images), and an "internal" registry (TLS, htpasswd)
 and Helm repository (nginx, PUT behind basic auth); then runs, printing each command:
 
-  wsm list -> wsm download -> wsm verify -> wsm push -> helm template with the written values
+  wsm list -> wsm download -> wsm verify -> wsm push -> wsm check -> helm template with the written values
 
 where the offline half (verify, push) runs the bundle's own tools/wsm.pyz on the system's python3, as a site
 would: `/usr/bin/python3 -I bundle/tools/wsm.pyz verify bundle`, nothing installed. Everything stays under
@@ -34,6 +34,7 @@ def main() -> int:
         flow.internal()
         print(flow.verify())
         print(flow.push())
+        print(flow.check().stdout)
         print("== helm template with the written values: every image comes from the internal registry")
         for chart, images in flow.rendered_images().items():
             print(f"{chart}: " + ", ".join(images))

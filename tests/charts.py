@@ -8,6 +8,11 @@
 - `extras`, enabled only by `tags.extras`;
 and renders a CronJob whose image is hard-coded in the template (found only with --render), plus a `tool`
 image pinned by digest.
+
+Pull secrets, in each shape charts take them: `svc` reads its own `imagePullSecrets` ({name} maps), `redis`
+and `metrics` merge `global.imagePullSecrets` and `image.pullSecrets` as bitnami's helper does (strings or
+maps), the `tool` Job reads `global.imagePullSecrets` ({name} maps), and the operator chart its
+`image.pullSecrets` as names (`- name: {{ . }}`, as W&B's operator chart does).
 """
 
 from __future__ import annotations
@@ -30,12 +35,28 @@ spec:
   template:
     metadata: {labels: {app: {{ .Values.component }}}}
     spec:
+      {{- with .Values.imagePullSecrets }}
+      imagePullSecrets: {{- toYaml . | nindent 8 }}
+      {{- end }}
       initContainers:
         - name: wait
           image: docker.io/library/busybox:1.36
       containers:
         - name: main
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+"""
+
+# Pull secrets as bitnami's common.images.renderPullSecrets reads them: global and image lists, strings or maps.
+BITNAMI_PULL_SECRETS = """\
+      {{- $secrets := list }}
+      {{- range ((.Values.global).imagePullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
+      {{- range ((.Values.image).pullSecrets) }}{{ if kindIs "map" . }}{{ $secrets = append $secrets .name }}{{ else }}{{ $secrets = append $secrets . }}{{ end }}{{ end }}
+      {{- if $secrets }}
+      imagePullSecrets:
+        {{- range ($secrets | uniq) }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
 """
 
 REDIS_STATEFULSET = """\
@@ -48,6 +69,7 @@ spec:
   template:
     metadata: {labels: {app: redis}}
     spec:
+""" + BITNAMI_PULL_SECRETS + """\
       containers:
         - name: redis
           image: {{ printf "%s/%s:%s" (.Values.global.imageRegistry | default .Values.image.registry) .Values.image.repository .Values.image.tag }}
@@ -62,6 +84,7 @@ spec:
   template:
     metadata: {labels: {app: metrics}}
     spec:
+""" + BITNAMI_PULL_SECRETS + """\
       containers:
         - name: exporter
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
@@ -93,6 +116,9 @@ spec:
   template:
     spec:
       restartPolicy: Never
+      {{- with .Values.global.imagePullSecrets }}
+      imagePullSecrets: {{- toYaml . | nindent 8 }}
+      {{- end }}
       containers:
         - name: tool
           image: "{{ .Values.tool.image.repository }}@{{ .Values.tool.image.digest }}"
@@ -131,7 +157,7 @@ def build_platform_chart(workdir: Path, version: str = "0.3.0", *, hardcoded: bo
     svc = write_chart(
         workdir / "src" / "svc",
         {"apiVersion": "v2", "name": "svc", "version": "1.0.0", "appVersion": "1.0.0"},
-        {"component": "svc", "image": {"repository": "acme/svc", "tag": "latest"}},
+        {"component": "svc", "image": {"repository": "acme/svc", "tag": "latest"}, "imagePullSecrets": []},
         {"deployment.yaml": svc_deployment},
     )
     metrics = write_chart(
@@ -151,8 +177,9 @@ def build_platform_chart(workdir: Path, version: str = "0.3.0", *, hardcoded: bo
             "annotations": {"helm.sh/images": "- name: redis\n  image: docker.io/bitnami/redis:7.2.4-debian-12-r9\n"},
         },
         {
-            "global": {"imageRegistry": ""},
-            "image": {"registry": "docker.io", "repository": "bitnami/redis", "tag": "7.2.4-debian-12-r9"},
+            "global": {"imageRegistry": "", "imagePullSecrets": []},
+            "image": {"registry": "docker.io", "repository": "bitnami/redis", "tag": "7.2.4-debian-12-r9",
+                      "pullSecrets": []},
             "metrics": {"enabled": True},
         },
         {"statefulset.yaml": REDIS_STATEFULSET},
@@ -180,7 +207,7 @@ def build_platform_chart(workdir: Path, version: str = "0.3.0", *, hardcoded: bo
             ],
         },
         {
-            "global": {},
+            "global": {"imagePullSecrets": []},
             "tags": {"extras": False},
             "app": {"install": True, "component": "app", "image": {"repository": "acme/app", "tag": "latest"}},
             "console": {"install": True, "component": "console", "image": {"repository": "acme/console", "tag": "4.5.6"}},
@@ -226,6 +253,10 @@ spec:
   template:
     metadata: {labels: {app: controller}}
     spec:
+      imagePullSecrets:
+        {{- range .Values.image.pullSecrets }}
+        - name: {{ . }}
+        {{- end }}
       containers:
         - name: manager
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
@@ -239,6 +270,6 @@ def build_operator_chart(workdir: Path) -> Path:
     return write_chart(
         workdir / "operator",
         {"apiVersion": "v2", "name": "operator", "version": "1.3.8", "appVersion": "1.0.0"},
-        {"image": {"repository": "acme/controller", "tag": "latest"}, "airgapped": False},
+        {"image": {"repository": "acme/controller", "tag": "latest", "pullSecrets": []}, "airgapped": False},
         {"deployment.yaml": OPERATOR_DEPLOYMENT},
     )

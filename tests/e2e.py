@@ -1,8 +1,8 @@
 """The whole story offline, as an operator runs it: an "upstream" registry and Helm repository serving a small
 stand-in release -> wsm list -> wsm download -> (the gap) -> wsm verify -> wsm push into an internal registry
-(TLS + htpasswd) and Helm repository (nginx, PUT behind basic auth) -> helm template with the written values.
-The offline half runs as a site runs it: the bundle's own tools/wsm.pyz on the system's python3 (Debian's
-/usr/bin/python3 where there is one), with nothing installed.
+(TLS + htpasswd) and Helm repository (nginx, PUT behind basic auth), naming the pull secret `regcred` ->
+wsm check -> helm template with the written values. The offline half runs as a site runs it: the bundle's own
+tools/wsm.pyz on the system's python3 (Debian's /usr/bin/python3 where there is one), with nothing installed.
 
 Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the whole flow offline").
 """
@@ -20,10 +20,11 @@ import yaml
 
 from charts import build_operator_chart, build_platform_chart, package
 from images import make_image
-from servers import HelmRepo, Registry, run_helm
+from servers import HelmRepo, Registry, helm_binary, run_helm
 from support import DEBIAN_PYTHON, run_tool, tool_command, wsm
 
 USER, PASSWORD = "site-admin", "s3cret-pw"
+PULL_SECRET = "regcred"
 # The stand-in release's images, as the charts name them once the manifest's values pin them.
 IMAGES = {
     "acme/controller": "1.16.1",
@@ -123,10 +124,18 @@ class Flow:
 
     def push(self, *extra: str) -> str:
         return self.tool(
-            "push", "--bundle", "bundle", "--registry", f"{self.site_registry.host}/site",
-            "--helm-repo", self.site_charts.url, "--ca-file", str(self.ca_file),
-            "--username", USER, "--password-stdin", *extra, stdin=PASSWORD + "\n",
+            "push", "--bundle", "bundle", *self.site_options(), "--pull-secret", PULL_SECRET,
+            "--helm", helm_binary() or "helm", *extra, stdin=PASSWORD + "\n",
         ).stdout
+
+    def check(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """`wsm check` against the internal servers; its exit code is the caller's to judge."""
+        return self.wsm("check", "--bundle", str(self.bundle), *self.site_options(), *extra,
+                        stdin=PASSWORD + "\n", expect_success=False)
+
+    def site_options(self) -> list[str]:
+        return ["--registry", f"{self.site_registry.host}/site", "--helm-repo", self.site_charts.url,
+                "--ca-file", str(self.ca_file), "--username", USER, "--password-stdin"]
 
     def rendered_images(self) -> dict[str, list[str]]:
         """`helm template` of each chart from the internal repository with the values wsm wrote."""
@@ -151,10 +160,10 @@ class Flow:
     def bundle(self) -> Path:
         return self.workdir / "bundle"
 
-    def wsm(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def wsm(self, *args: str, stdin: str = "", expect_success: bool = True) -> subprocess.CompletedProcess[str]:
         self.log("$ wsm " + " ".join(args))
         result = wsm(*args, stdin=stdin, cwd=self.workdir, env={"DOCKER_CONFIG": str(self.workdir / "docker")})
-        if result.returncode != 0:
+        if expect_success and result.returncode != 0:
             raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result
 

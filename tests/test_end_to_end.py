@@ -1,12 +1,19 @@
 """The whole flow offline, with real servers on both sides and real helm and skopeo checking the result."""
 
+import base64
 import json
+import os
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from e2e import IMAGES, Flow
+from e2e import IMAGES, PASSWORD, PULL_SECRET, Flow
 from support import sha256, skopeo
+from wsm._pullsecret import pod_spec_gaps
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +52,24 @@ def test_list_download_verify_push_install_from_internal_sources_only(flow, push
         raw = skopeo("inspect", "--raw", f"--cert-dir={flow.workdir}/certs", "--tls-verify=false",
                      "--creds=site-admin:s3cret-pw", f"docker://{site}/{name}{where}")
         assert sha256(raw) == built.digest
+    # Before anyone runs helm: wsm check finds every image and chart in place.
+    check = flow.check()
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"all {len(IMAGES)} images and 2 charts are in place" in check.stdout
     # helm template with the written values renders internal images only, and the operator is air-gapped.
     rendered = flow.rendered_images()
     for chart, images in rendered.items():
         assert images, chart
         assert all(image.startswith(site + "/") for image in images), (chart, images)
     assert f"{site}/acme/controller:1.16.1" in rendered["operator"]
+    # Every rendered pod spec that pulls an internal image names the pull secret: the operator's
+    # image.pullSecrets, and through the custom resource's values svc's imagePullSecrets, the platform's
+    # global.imagePullSecrets and bitnami's image.pullSecrets.
+    for chart, output in flow.outputs.items():
+        documents = [("?", document) for document in yaml.safe_load_all(output)]
+        checked, gaps = pod_spec_gaps(documents, chart, flow.site_registry.host, PULL_SECRET)
+        assert checked == {"operator": 1, "platform": 5}[chart] and gaps == [], (chart, gaps)
+    assert runbook.index("## 1. Check that every image and chart is in place") < runbook.index("helm repo add")
     assert '{name: AIRGAPPED, value: "true"}' in flow.outputs["operator"]
     # The runbook's commands are for this bundle and this site.
     assert f"helm repo add internal {flow.site_charts.url}\nhelm repo update\n" in runbook
@@ -68,3 +87,81 @@ def test_second_push_sends_no_blob(flow, pushed):
     assert len(report["images"]) == len(IMAGES)
     assert {chart["result"] for chart in report["charts"]} == {"present"}
     assert len(report["charts"]) == 2
+    assert report["pull_secret"] == {"name": PULL_SECRET, "pod_specs_checked": 6, "gaps": [],
+                                     "charts_without_keys": [], "notes": []}
+
+
+def runbook_blocks(flow, heading: str) -> list[str]:
+    """The shell blocks of the runbook's step whose heading starts with `heading` (after its number)."""
+    text = (flow.bundle / "RUNBOOK.md").read_text()
+    step = next(part for part in text.split("\n## ") if re.match(rf"\d+\. {re.escape(heading)}", part))
+    return re.findall(r"```(?:sh|bash)\n(.*?)```", step, re.S)
+
+
+STUB_KUBECTL = """#!{python}
+import json, sys
+args = sys.argv[1:]
+stdin = sys.stdin.read() if any(a.endswith("=/dev/stdin") for a in args) else None
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"argv": args, "stdin": stdin}}) + "\\n")
+sys.exit(1 if args[:1] == ["get"] else 0)
+"""
+
+
+def run_with_stub_kubectl(tmp_path, script: str, stdin: str = "") -> list[dict]:
+    bin_dir, log = tmp_path / "bin", tmp_path / "kubectl.log"
+    bin_dir.mkdir(exist_ok=True)
+    log.unlink(missing_ok=True)
+    stub = bin_dir / "kubectl"
+    stub.write_text(STUB_KUBECTL.format(python=sys.executable, log=str(log)))
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], input=stdin, text=True, env=env,
+                            capture_output=True)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_runbook_creates_the_pull_secret_in_every_namespace_without_the_password_in_argv(flow, pushed, tmp_path):
+    namespaces, from_file, from_prompt = runbook_blocks(flow, "Create the pull secret")
+    host = flow.site_registry.host
+    created = ["create", "secret", "generic", PULL_SECRET, "--type=kubernetes.io/dockerconfigjson"]
+
+    calls = run_with_stub_kubectl(tmp_path, namespaces)
+    assert [c["argv"] for c in calls] == [["get", "namespace", "demo"], ["create", "namespace", "demo"],
+                                          ["get", "namespace", "default"], ["create", "namespace", "default"]]
+
+    calls = run_with_stub_kubectl(tmp_path, from_file)
+    config = f"--from-file=.dockerconfigjson={tmp_path}/.docker/config.json"
+    assert [c["argv"] for c in calls] == [[*created, "-n", ns, config] for ns in ("demo", "default")]
+
+    pull_password = "pull-Pw with 'quotes' $and spaces"
+    calls = run_with_stub_kubectl(tmp_path, from_prompt, stdin=f"puller\n{pull_password}\n")
+    assert [c["argv"] for c in calls] == [[*created, "-n", ns, "--from-file=.dockerconfigjson=/dev/stdin"]
+                                          for ns in ("demo", "default")]
+    auth = base64.b64encode(f"puller:{pull_password}".encode()).decode()
+    for call in calls:
+        assert json.loads(call["stdin"]) == {"auths": {host: {"auth": auth}}}
+        assert not any(pull_password in arg or auth in arg for arg in call["argv"])
+
+
+def test_runbook_first_step_runs_wsm_check(flow, pushed):
+    (block,) = runbook_blocks(flow, "Check that every image and chart is in place")
+    assert PASSWORD not in block
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "WSM_CACHE_DIR": str(flow.workdir / ".cache")}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], input=PASSWORD + "\n", text=True,
+                            cwd=flow.workdir, env=env, capture_output=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"all {len(IMAGES)} images and 2 charts are in place" in result.stdout
+
+
+def test_a_users_values_file_gets_the_pull_secret_too(flow, pushed):
+    own = flow.workdir / "operator-site.yaml"
+    own.write_text("# our operator settings\nimage:\n  pullPolicy: Always  # keep\n")
+    flow.push("--values", f"operator={own}")
+    text = own.read_text()
+    assert "# our operator settings" in text and "pullPolicy: Always  # keep" in text
+    values = yaml.safe_load(text)
+    assert values["image"]["pullSecrets"] == [PULL_SECRET]
+    assert values["image"]["repository"] == f"{flow.site_registry.host}/site/acme/controller"

@@ -30,6 +30,7 @@ from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
 from ._values import Values, load_values_file, merge, parse_set
 
 if TYPE_CHECKING:
+    from ._check import CheckReport
     from ._download import ChartResult, DownloadReport, ImageResult
     from ._push import PushReport
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_load(commands)
     _add_push(commands)
+    _add_check(commands)
     return parser
 
 
@@ -518,6 +520,11 @@ def _add_push(commands: Commands) -> None:
                         help="site keys (host, license, ...) merged into the written values")
     parser.add_argument("--concurrency", type=_positive, default=4, metavar="N", help="images pushed at once")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent; change nothing")
+    parser.add_argument("--pull-secret", metavar="NAME",
+                        help="name this kubernetes.io/dockerconfigjson secret for pulling in every written values "
+                             "file (the runbook creates it)")
+    parser.add_argument("--helm", metavar="PATH",
+                        help="helm binary that renders the written values to check the pull secret (default: PATH)")
     add_transport_options(parser, credentials=True)
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_push)
@@ -534,7 +541,7 @@ def run_push(args: argparse.Namespace) -> int:
         site_values={name: load_values_file(path) for name, path in
                      _chart_files(args.site_values, bundle.release, "--site-values").items()},
         user_values_files=_chart_files(args.values, bundle.release, "--values"),
-        repo_auth=RepoAuth(args.username, password),
+        repo_auth=RepoAuth(args.username, password), pull_secret=args.pull_secret, helm=args.helm,
     )
     quiet = args.quiet or args.output == "json"
     with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
@@ -545,6 +552,53 @@ def run_push(args: argparse.Namespace) -> int:
     else:
         _print_push(report)
     return 0 if report.ok else 1
+
+
+def _add_check(commands: Commands) -> None:
+    parser = commands.add_parser("check", help="check that the site's servers hold every image and chart of a push")
+    add_bundle_option(parser)
+    parser.add_argument("--registry", metavar="HOST[/PREFIX]", help="the internal registry (default: where the "
+                        "bundle was pushed)")
+    parser.add_argument("--helm-repo", metavar="URL", help="the internal Helm repository (default: where the bundle "
+                        "was pushed)")
+    parser.add_argument("--values", action="append", default=[], type=Path, metavar="FILE",
+                        help="check the images this values file names instead of the written ones (repeatable)")
+    add_transport_options(parser, credentials=True)
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    parser.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ._check import CheckOptions, check
+
+    bundle = Bundle.open(args.bundle)
+    for path in args.values:
+        if not path.is_file():
+            raise ValuesError(f"--values {path}: the file does not exist")
+    password = read_password(args)
+    options = CheckOptions(registry=args.registry, helm_repo=args.helm_repo, values_files=args.values,
+                           transport=transport_options(args), repo_auth=RepoAuth(args.username, password))
+    with RegistryClient(registry_options(args, username=args.username, password=password)) as client:
+        report = check(bundle, options, client)
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        _print_check(report)
+    return 1 if report.problems else 0
+
+
+def _print_check(report: CheckReport) -> None:
+    rows = [(f.status.value, f.kind, f.name, f.detail) for f in report.findings]
+    widths = [max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate(("STATUS", "KIND", "NAME"))]
+    for row in [("STATUS", "KIND", "NAME", "DETAIL"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    images = sum(1 for f in report.findings if f.kind == "image")
+    charts = len(report.findings) - images
+    if report.problems:
+        print(f"{len(report.problems)} of {images} images and {charts} charts missing or different")
+    else:
+        print(f"\u2713 all {images} images and {charts} charts are in place in {report.registry}"
+              + (f" and {report.helm_repo}" if report.helm_repo else ""))
 
 
 def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dict[str, Path]:

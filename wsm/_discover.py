@@ -19,6 +19,7 @@ import yaml
 from ._chart import Chart
 from ._exceptions import InvalidReference
 from ._model import ImageSource, Method, Shape
+from ._pullsecret import KEYS as PULL_SECRET_KEYS
 from ._reference import Reference, looks_like_reference
 from ._values import join_path
 
@@ -60,6 +61,8 @@ class _Walker:
         self.skipped: list[Skipped] = []
 
     def walk(self, node: object, key: str | int, path: str, switched_off: str | None) -> None:
+        if key in PULL_SECRET_KEYS:
+            return  # `imagePullSecrets: [{name: regcred}]` names secrets, not images
         if isinstance(node, dict):
             switched_off = switched_off or _switch_off(node, path)
             if _is_image_map(node, key):

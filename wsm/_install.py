@@ -20,7 +20,8 @@ from ._files import write_atomically
 from ._format import one_line
 from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
-from ._overrides import image_overrides
+from ._overrides import image_overrides, image_paths
+from ._pullsecret import pull_secret_overrides
 from ._reference import Reference
 from ._values import Values, get_path, merge, set_path
 
@@ -53,6 +54,7 @@ class InstallFile:
     kind: str  # "values" or "resource"
     unredirected: tuple[str, ...] = ()  # images of the chart that no values path can point elsewhere
     placeholders: tuple[str, ...] = ()  # dotted keys still marked CHANGE-ME
+    pull_secret_keys: tuple[str, ...] = ()  # dotted keys set to the pull secret (none: the chart takes none)
 
 
 def write_install_files(
@@ -63,14 +65,18 @@ def write_install_files(
     charts: Mapping[str, Chart],
     locations: Mapping[str, ChartLocation],
     site_values: Mapping[str, Values] | None = None,
+    pull_secret: str | None = None,
 ) -> list[InstallFile]:
-    """Write `bundle/values/<chart>.yaml` or the chart's custom resource for every chart of the release."""
+    """Write `bundle/values/<chart>.yaml` or the chart's custom resource for every chart of the release;
+    `pull_secret` names the secret every chart is to pull with."""
     directory = bundle_dir / VALUES_DIR
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for entry in manifest.charts:
         overrides, unredirected = chart_overrides(images, targets, entry.name, charts.get(entry.name))
-        values = merge(merge(entry.values, (site_values or {}).get(entry.name, {})), overrides)
+        user = merge(entry.values, (site_values or {}).get(entry.name, {}))
+        secrets, secret_keys = pull_secret_values(images, entry.name, charts.get(entry.name), user, pull_secret)
+        values = merge(merge(user, secrets), overrides)
         path = install_file_path(bundle_dir, entry)
         if entry.resource is not None:
             document, kind = custom_resource(entry.resource, values, locations[entry.name]), "resource"
@@ -79,13 +85,23 @@ def write_install_files(
         # Atomically: a rename replaces whatever is at the path (a link planted in a copied bundle is not
         # followed), and a killed push leaves no half-written values file.
         write_atomically(path, (_header(entry, kind) + yaml.safe_dump(document, sort_keys=False)).encode())
-        written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document))))
+        written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document)),
+                                   tuple(secret_keys)))
     return written
 
 
 def install_file_path(bundle_dir: Path, entry: ChartEntry) -> Path:
     """Where the values file or custom resource of `entry` goes."""
     return bundle_dir / VALUES_DIR / (entry.resource.file if entry.resource is not None else f"{entry.name}.yaml")
+
+
+def pull_secret_values(
+    images: Iterable[ResolvedImage], name: str, chart: Chart | None, user: Values, secret: str | None
+) -> tuple[Values, list[str]]:
+    """The values naming `secret` wherever the release chart `name` takes pull secrets, and the keys set."""
+    if secret is None or chart is None:
+        return {}, []
+    return pull_secret_overrides(chart, user, image_paths(images, name), secret)
 
 
 def chart_overrides(

@@ -20,6 +20,7 @@ from typing import Any
 from ._exceptions import ValuesError
 from ._files import write_atomically
 from ._model import ImageSource, ResolvedImage, Shape
+from ._pullsecret import ImagePath
 from ._reference import Reference
 from ._values import Values, merge, set_path
 from ._yaml import describe
@@ -44,6 +45,12 @@ def image_overrides(
         if sources and not any(s.path and s.shape for s in sources):
             unredirected.append(image.reference.canonical)
     return values, unredirected
+
+
+def image_paths(images: Iterable[ResolvedImage], chart: str) -> list[ImagePath]:
+    """The values paths where the release chart `chart` sets its images, with their shapes."""
+    return [ImagePath(source.path, source.shape) for image in images for source in image.sources
+            if belongs_to(source, chart) and source.path and source.shape]
 
 
 def belongs_to(source: ImageSource, chart: str) -> bool:

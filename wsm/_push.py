@@ -17,25 +17,30 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
 from ._exceptions import BundleError, DigestMismatch, Hint, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
-from ._install import ChartLocation, chart_overrides, install_file_path, write_install_files
+from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
+                       write_install_files)
 from ._layout import blob_member, tar_members
 from ._lock import BundleChart, BundleImage
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import belongs_to, rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validate_secret_name
+from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
-from ._runbook import MovedChart, MovedImage, runbook
+from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
-from ._values import Values
+from ._values import Values, get_path, load_values_file, merge
 from ._verify import verify
 
 RUNBOOK_FILE = "RUNBOOK.md"
@@ -262,6 +267,8 @@ class PushOptions:
     site_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name
     user_values_files: Mapping[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
+    pull_secret: str | None = None  # the Kubernetes secret every written values file names for pulling
+    helm: str | None = None  # the helm binary that renders the written values to check the pull secret
 
 
 @dataclass(frozen=True)
@@ -286,6 +293,7 @@ class PushReport:
     dry_run: bool
     withheld: list[WithheldChart] = field(default_factory=list)
     root_digest: str | None = None
+    pull_secret: PullSecretReport | None = None
 
     @property
     def failures(self) -> list[ImagePush]:
@@ -312,6 +320,7 @@ class PushReport:
             "files": self.files,
             "withheld": [chart.to_dict() for chart in self.withheld],
             "root_digest": self.root_digest,
+            **({"pull_secret": self.pull_secret.to_dict()} if self.pull_secret else {}),
         }
 
 
@@ -320,6 +329,8 @@ def push_release(
     progress: Progress = NO_PROGRESS, transport: TransportOptions | None = None,
 ) -> PushReport:
     """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
+    if options.pull_secret is not None:
+        validate_secret_name(options.pull_secret)
     verify(bundle)
     release = bundle.release
     registry = TargetRegistry.parse(options.registry)
@@ -337,18 +348,31 @@ def push_release(
     charts, moved, locations = _push_charts(bundle, publishable, options, client, transport or TransportOptions())
     report = PushReport(options.registry, redact_url(options.helm_repo) if options.helm_repo else None, jobs, moved,
                         [], None, options.dry_run, withheld, root_digest(bundle.dir))
-    if options.dry_run or not options.helm_repo or not publishable.charts:
-        if withheld:
-            (bundle.root / RUNBOOK_FILE).unlink(missing_ok=True)
+    if options.dry_run:
         return report
     pinned = pinned_targets(targets, jobs)
-    files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values)
-    rewritten = [_rewrite_user_values(path, name, images, pinned, charts) for name, path in
+    if not options.helm_repo or not publishable.charts:
+        if withheld:
+            (bundle.root / RUNBOOK_FILE).unlink(missing_ok=True)
+        report.files = [str(PushRecord.planned(bundle, options.registry, pinned, None).write(bundle.root))]
+        return report
+    files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values,
+                                options.pull_secret)
+    rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret) for name, path in
                  options.user_values_files.items() if name in locations]
+    record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
+                                [str(f.path.relative_to(bundle.root)) for f in files])
+    secret_steps = None
+    if options.pull_secret is not None:
+        report.pull_secret = _check_pull_secret(bundle, publishable, files, registry.host, options.pull_secret,
+                                                options.helm)
+        secret_steps = _secret_steps(publishable, registry.host, report.pull_secret)
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
-                             moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld])
+                             moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
+                             check=_check_command(bundle, options, transport), pull_secret=secret_steps)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
-    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
+    pushed = record.write(bundle.root)
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE), str(pushed)] + rewritten
     return report
 
 
@@ -394,10 +418,54 @@ def _remove_install_files(bundle: Bundle, entries: Sequence[ChartEntry]) -> None
         install_file_path(bundle.root, entry).unlink(missing_ok=True)
 
 
+def _check_command(bundle: Bundle, options: PushOptions, transport: TransportOptions | None) -> CheckCommand:
+    """`wsm check` as this push reached the servers (the CA file by its absolute path)."""
+    transport = transport or TransportOptions()
+    ca_file = str(Path(transport.ca_file).resolve()) if transport.ca_file else None
+    repo = options.helm_repo
+    return CheckCommand(bundle.root.name, options.registry, strip_userinfo(repo) if repo else None, ca_file,
+                        transport.insecure, transport.plain_http,
+                        options.repo_auth.username or (url_username(repo) if repo else None))
+
+
+def _namespaces(release: ReleaseManifest) -> tuple[str, ...]:
+    """Where the release's pods run, each namespace once."""
+    return tuple(dict.fromkeys(_namespace(entry) for entry in release.charts))
+
+
+def _namespace(entry: ChartEntry) -> str:
+    """A Helm release's namespace; a custom resource's own, when its template names one."""
+    declared = get_path(entry.resource.template, "metadata.namespace") if entry.resource else None
+    return str(declared or entry.namespace)
+
+
+def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
+                       secret: str, helm: str | None) -> PullSecretReport:
+    """Render every chart with the values just written; name the pod specs that would pull without the secret."""
+    archives = {chart.name: bundle.path(chart) for chart in bundle.lock.release_charts()}
+    by_chart = {file.chart: file for file in files}
+    targets = []
+    for entry in release.charts:
+        document = yaml.safe_load(by_chart[entry.name].path.read_text())
+        values = get_path(document, entry.resource.values_path) if entry.resource else document
+        targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {}, entry.release or entry.name,
+                                    _namespace(entry)))
+    report = check_rendered(secret, registry_host, targets, helm)
+    report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
+    return report
+
+
+def _secret_steps(release: ReleaseManifest, registry_host: str, report: PullSecretReport) -> PullSecretSteps:
+    return PullSecretSteps(report.secret, registry_host, _namespaces(release), tuple(report.without_keys),
+                           tuple(str(gap) for gap in report.gaps), tuple(report.notes))
+
+
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
-                         targets: Mapping[Reference, Reference], charts: Mapping[str, Chart]) -> str:
+                         targets: Mapping[Reference, Reference], charts: Mapping[str, Chart],
+                         pull_secret: str | None) -> str:
     overrides, _ = chart_overrides(images, targets, chart, charts.get(chart))
-    backup = rewrite_values_file(path, overrides)
+    secrets, _ = pull_secret_values(images, chart, charts.get(chart), load_values_file(path), pull_secret)
+    backup = rewrite_values_file(path, merge(secrets, overrides))
     return f"{path} (backup {backup.name})"
 
 

@@ -50,9 +50,14 @@ def render_images(
     chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
 ) -> list[RenderedImage]:
     """Run `helm template` on `chart` (a .tgz or directory) with `values` and collect every image."""
-    binary = find_helm(helm)
-    output = _helm_template(binary, chart, values, release, namespace)
-    return images_in_manifests(output)
+    return images_in_manifests(_helm_template(find_helm(helm), chart, values, release, namespace))
+
+
+def render_documents(
+    chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
+) -> list[tuple[str, object]]:
+    """`helm template`'s documents, each with the `# Source:` template it came from."""
+    return list(_documents(_helm_template(find_helm(helm), chart, values, release, namespace)))
 
 
 def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: str, namespace: str) -> str:

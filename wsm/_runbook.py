@@ -16,6 +16,75 @@ from ._install import ChartLocation, InstallFile
 from ._manifest import ChartEntry, ReleaseManifest
 
 REPO_ALIAS = "internal"
+# Variables the runbook's commands use: the password lives in one only between a prompt and a pipe.
+PASSWORD_VARIABLE = "WSM_PASSWORD"
+PULL_USER, PULL_PASSWORD, PULL_AUTH = "WSM_PULL_USER", "WSM_PULL_PASSWORD", "WSM_PULL_AUTH"
+DOCKER_CONFIG_VARIABLE = "WSM_DOCKER_CONFIG"
+
+
+@dataclass(frozen=True)
+class CheckCommand:
+    """`wsm check` with the servers and TLS options the push was given; a password comes through stdin."""
+
+    bundle: str
+    registry: str
+    helm_repo: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    plain_http: bool = False
+    username: str | None = None
+
+    def lines(self) -> list[str]:
+        argv = ["wsm", "check", "--bundle", self.bundle, "--registry", self.registry]
+        argv += ["--helm-repo", self.helm_repo] if self.helm_repo else []
+        argv += ["--ca-file", self.ca_file] if self.ca_file else []
+        argv += ["--insecure"] * self.insecure + ["--plain-http"] * self.plain_http
+        if not self.username:
+            return [shlex.join(argv)]
+        argv += ["--username", self.username, "--password-stdin"]
+        prompt = shlex.quote(f"Password of {self.username}: ")
+        # printf is a shell builtin: the password is never in a process's argv.
+        return [f"read -rs -p {prompt} {PASSWORD_VARIABLE}; echo",
+                f'printf \'%s\\n\' "${PASSWORD_VARIABLE}" | {shlex.join(argv)}', f"unset {PASSWORD_VARIABLE}"]
+
+
+@dataclass(frozen=True)
+class PullSecretSteps:
+    """The pull secret the written values name, where it must exist, and what rendering showed."""
+
+    name: str
+    registry_host: str  # the key of the secret's `auths`
+    namespaces: tuple[str, ...]
+    without_keys: tuple[str, ...] = ()  # charts whose values take no pull secret
+    gaps: tuple[str, ...] = ()  # rendered pod specs pulling internal images without it
+    notes: tuple[str, ...] = ()
+
+    def from_config_file(self) -> list[str]:
+        """`kubectl create secret` from a docker config file holding the registry's credentials."""
+        lines = [f"{DOCKER_CONFIG_VARIABLE}=~/.docker/config.json"]
+        for namespace in self.namespaces:
+            argv = self._create(namespace)
+            lines.append(f'{argv} --from-file=.dockerconfigjson="${DOCKER_CONFIG_VARIABLE}"')
+        return lines
+
+    def from_prompt(self) -> list[str]:
+        """The config JSON built in the shell from a user and a typed password, piped into kubectl."""
+        host = shlex.quote(self.registry_host)
+        lines = [f"read -r -p {shlex.quote(f'User for {self.registry_host}: ')} {PULL_USER}",
+                 f"read -rs -p 'Password: ' {PULL_PASSWORD}; echo",
+                 f'{PULL_AUTH}=$(printf \'%s:%s\' "${PULL_USER}" "${PULL_PASSWORD}" | base64 | tr -d \'\\n\')']
+        for namespace in self.namespaces:
+            lines.append(f'printf \'{{"auths":{{"%s":{{"auth":"%s"}}}}}}\' {host} "${PULL_AUTH}" | '
+                         f"{self._create(namespace)} --from-file=.dockerconfigjson=/dev/stdin")
+        return lines + [f"unset {PULL_PASSWORD} {PULL_AUTH}"]
+
+    def namespace_lines(self) -> list[str]:
+        return [f"kubectl get namespace {shlex.quote(ns)} >/dev/null 2>&1 || kubectl create namespace {shlex.quote(ns)}"
+                for ns in self.namespaces]
+
+    def _create(self, namespace: str) -> str:
+        return shlex.join(["kubectl", "create", "secret", "generic", self.name,
+                           "--type=kubernetes.io/dockerconfigjson", "-n", namespace])
 
 
 @dataclass(frozen=True)
@@ -50,6 +119,8 @@ def runbook(
     *,
     root_digest: str | None = None,
     withheld: Sequence[tuple[str, str]] = (),
+    check: CheckCommand | None = None,
+    pull_secret: PullSecretSteps | None = None,
 ) -> str:
     """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
     command; `root_digest` identifies the bundle this was made from."""
@@ -62,6 +133,14 @@ def runbook(
     lines += [f"NOT PUBLISHED: {name}: {why}. Nothing here installs it." for name, why in withheld]
     lines += _pinned_notes(images)
     step = 1
+    if check is not None:
+        lines += [f"## {step}. Check that every image and chart is in place", "",
+                  "Read-only credentials are enough; it names anything missing or different and exits 1.", "",
+                  "```bash", *check.lines(), "```", ""]
+        step += 1
+    if pull_secret is not None:
+        lines += _pull_secret_step(step, pull_secret)
+        step += 1
     classic = sorted({(loc.repo_url, loc.username or "") for loc in locations.values() if not loc.is_oci})
     if classic:
         lines += [f"## {step}. Add the internal Helm repository", "", "```sh"]
@@ -84,6 +163,28 @@ def runbook(
     lines += _image_table(images) + [""] + _chart_table(charts)
     # Every element is one line: a name holding a newline must not open a code block of its own.
     return "\n".join(one_line(line) for line in lines) + "\n"
+
+
+def _pull_secret_step(step: int, secret: PullSecretSteps) -> list[str]:
+    spaces = ", ".join(f"`{ns}`" for ns in secret.namespaces)
+    lines = [f"## {step}. Create the pull secret `{secret.name}`", "",
+             f"The values name it; it must exist in {spaces} before the install. The namespaces:", "",
+             "```sh", *secret.namespace_lines(), "```", "",
+             f"Then either from a docker config file with credentials for `{secret.registry_host}` "
+             f"(`docker login {secret.registry_host}` writes one; a read-only user is enough):", "",
+             "```sh", *secret.from_config_file(), "```", "",
+             "or with a user and a password typed at the prompt (the password is in no command line):", "",
+             "```bash", *secret.from_prompt(), "```", ""]
+    if secret.without_keys:
+        charts = ", ".join(f"`{chart}`" for chart in secret.without_keys)
+        lines += [f"Note: the values of {charts} take no pull secret; its pods need the secret another way "
+                  "(the namespace's default service account: `kubectl patch serviceaccount default -p "
+                  f"'{{\"imagePullSecrets\": [{{\"name\": \"{secret.name}\"}}]}}'`).", ""]
+    if secret.gaps:
+        lines += ["Note: rendered with the written values, these pod specs pull internal images without the "
+                  "secret:", "", *[f"- {gap}" for gap in secret.gaps], ""]
+    lines += [f"Note: {note}" for note in secret.notes] + ([""] if secret.notes else [])
+    return lines
 
 
 def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:
