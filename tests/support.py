@@ -29,6 +29,22 @@ def wsm(
     )
 
 
+def wsm_measured(*args: str, cwd: Path, stdin: str = "") -> tuple[subprocess.CompletedProcess[str], int]:
+    """`wsm ARGS` as `wsm()` runs it, and the child's peak resident memory in bytes (from wait4's rusage)."""
+    environment = {**os.environ, "WSM_CACHE_DIR": str(Path(cwd).resolve() / ".cache")}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "wsm", *args], stdin=subprocess.PIPE, stdout=out,
+                                stderr=err, text=True, env=environment, cwd=cwd)
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """The command failed with exit code 1 and one line naming the problem, no traceback."""
     assert result.returncode == 1, result.stdout + result.stderr
