@@ -515,7 +515,9 @@ def run_push(args: argparse.Namespace) -> int:
         repo_auth=RepoAuth(args.username, password),
     )
     quiet = args.quiet or args.output == "json"
-    with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
+    bound = registry_options(args, username=args.username, password=password,
+                             credential_hosts=_push_credential_hosts(args))
+    with RegistryClient(bound) as client, \
             ProgressBar("pushing", enabled=show_bar(quiet)) as bar:
         report = push_release(bundle, options, client, progress=bar, transport=transport_options(args))
     if args.output == "json":
@@ -523,6 +525,14 @@ def run_push(args: argparse.Namespace) -> int:
     else:
         _print_push(report)
     return 1 if report.failures else 0
+
+
+def _push_credential_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """--username is for the internal registry (and an oci:// Helm repository): no other host gets it."""
+    hosts = [args.registry.split("/", 1)[0]]
+    if args.helm_repo and args.helm_repo.startswith("oci://"):
+        hosts.append(args.helm_repo.removeprefix("oci://").split("/", 1)[0])
+    return tuple(hosts)
 
 
 def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dict[str, Path]:
