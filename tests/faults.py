@@ -17,6 +17,7 @@ faults to inject; tests may change them between calls:
 - `redirect_blobs_to=URL`: a blob GET or HEAD that the registry would answer (it checked the credentials)
   is answered `307` to the same path at URL instead, as registries with object storage do.
 - `blob_status=416` (with `ranged_only=True`: only requests with a Range header): blob GETs get that status.
+- `upload_location_to=URL`: the `Location` of an upload session points at URL's host instead.
 - `redirect_loop=True`: every request is answered `302` to itself (with a growing `?hop=` query).
 - `challenge=HEADER`: every request is answered `401` with `WWW-Authenticate: HEADER`.
 - `flood=(pattern, status, content_type)`: a request whose path matches the regex gets that status and a
@@ -75,6 +76,7 @@ class FaultProxy(InProcessServer):
         redirect_blobs_to: str | None = None,
         blob_status: int | None = None,
         ranged_only: bool = False,
+        upload_location_to: str | None = None,
         redirect_loop: bool = False,
         challenge: str | None = None,
         flood: tuple[str, int, str] | None = None,
@@ -92,6 +94,7 @@ class FaultProxy(InProcessServer):
         self.tag_page_size = tag_page_size
         self.redirect_blobs_to = redirect_blobs_to
         self.blob_status, self.ranged_only = blob_status, ranged_only
+        self.upload_location_to = upload_location_to
         self.redirect_loop = redirect_loop
         self.challenge = challenge
         self.flood, self.flood_limit, self.flood_sent = flood, flood_limit, 0
@@ -190,6 +193,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if proxy.redirect_blobs_to and _BLOB_GET.match(path) and status in (200, 206):
                 location = proxy.redirect_blobs_to.rstrip("/") + self.path
                 return self._reply(record, 307, [("Location", location)], b"")
+            if proxy.upload_location_to and _UPLOAD.match(path):
+                answer_headers = [(k, proxy.upload_location_to.rstrip("/") + urlparse(v).path + "?" + urlparse(v).query)
+                                  if k.lower() == "location" else (k, v) for k, v in answer_headers]
             is_blob = self.command == "GET" and _BLOB_GET.match(path) and status in (200, 206)
             tags = _TAGS.match(path)
             if tags and self.command == "GET" and proxy.tag_page_size:

@@ -7,8 +7,10 @@ Hosts are told apart by port: 127.0.0.1:A and 127.0.0.1:B are two hosts, as they
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import trustme
@@ -48,16 +50,31 @@ def _site_client(r_proxy: FaultProxy) -> RegistryClient:
     return client(username=USER, password=PASSWORD, credential_hosts=(r_proxy.host,))
 
 
+def _configured_client(r_proxy: FaultProxy, source: str, home: Path) -> RegistryClient:
+    """R's credentials as given (`explicit`), or stored for R's host in docker's or Helm's config file."""
+    if source == "explicit":
+        return _site_client(r_proxy)
+    auths = {"auths": {r_proxy.host: {"auth": SITE_BASIC.removeprefix("Basic ")}}}
+    path = home / "docker" / "config.json" if source == "docker" else home / "helm" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(auths))
+    return client()
+
+
 def _no_site_credentials_left_r(r_proxy: FaultProxy, x_proxy: FaultProxy, y: TokenServer) -> None:
     assert SITE_BASIC not in y.authorizations, "R's credentials reached the token service of the redirect target"
     assert all(record.authorization != SITE_BASIC for record in x_proxy.records), "R's credentials reached X"
     assert any(record.authorization == SITE_BASIC for record in r_proxy.records)  # R itself did get them
 
 
-def test_download_redirected_to_another_host_keeps_the_site_credentials_home(redirecting_site, tmp_path):
+@pytest.mark.parametrize("source", ["explicit", "docker", "helm"])
+def test_download_redirected_to_another_host_keeps_the_site_credentials_home(
+    redirecting_site, tmp_path, isolated_credentials, source  # noqa: F811
+):
     r_proxy, x_proxy, y, built = redirecting_site
     y.authorizations.clear()
-    with _site_client(r_proxy) as c:
+    x_proxy.reset_counts()
+    with _configured_client(r_proxy, source, isolated_credentials.parent) as c:
         manifest = c.get_manifest(ref(r_proxy.host, REPOSITORY))
         layer = manifest.layers()[0]
         c.fetch_blob(ref(r_proxy.host, REPOSITORY), layer, tmp_path / "layer.partial")  # verified by digest
@@ -162,3 +179,18 @@ def test_a_helm_repository_redirect_does_not_carry_its_password():
             server.server_close()
     assert repo_handler.seen == [SITE_BASIC]
     assert elsewhere_handler.seen == [None]
+
+
+def test_an_upload_location_on_another_host_does_not_get_the_site_credentials(redirecting_site, tmp_path):
+    """The registry opens an upload session at another host: that host is asked without R's credentials."""
+    r_proxy, x_proxy, _, _ = redirecting_site
+    r_url = f"http://127.0.0.1:{r_proxy.upstream_port}"
+    with FaultProxy(r_url) as elsewhere, FaultProxy(r_url, upload_location_to=elsewhere.url) as r:
+        data = f"upload {unique('x')}".encode()
+        blob = Descriptor("application/octet-stream", compute_digest(data), len(data))
+        with client(username=USER, password=PASSWORD, credential_hosts=(r.host,)) as c:
+            with pytest.raises(AuthError) as refused:
+                c.push_blob(ref(r.host, REPOSITORY), blob, data)
+        assert elsewhere.records and all(record.authorization != SITE_BASIC for record in elsewhere.records)
+        assert any(record.authorization == SITE_BASIC for record in r.records)
+    assert elsewhere.host in str(refused.value) and "\n" not in str(refused.value)
