@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import trustme
+from charts import package, write_chart
 from faults import FaultProxy
 from images import build_image, push_layout
 from remote_support import client, isolated_credentials, ref, transport, unique  # noqa: F401
 from servers import Registry
+from support import wsm
 from tokenserver import TokenServer
 
 from wsm import AuthError
@@ -194,3 +196,26 @@ def test_an_upload_location_on_another_host_does_not_get_the_site_credentials(re
         assert elsewhere.records and all(record.authorization != SITE_BASIC for record in elsewhere.records)
         assert any(record.authorization == SITE_BASIC for record in r.records)
     assert elsewhere.host in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_wsm_download_and_push_keep_the_site_credentials_home(redirecting_site, tmp_path):
+    """Issue 8 case 1 through the command: `--username/--password-stdin` for R, blobs redirected to X."""
+    r_proxy, x_proxy, y, built = redirecting_site
+    y.authorizations.clear()
+    x_proxy.reset_counts()
+    # The push target holds the blobs under another tag, so that push's blob checks meet R's redirect.
+    push_layout(built, f"127.0.0.1:{r_proxy.upstream_port}/copy/{REPOSITORY}:seed", creds=f"{USER}:{PASSWORD}")
+    chart = package(write_chart(tmp_path / "c", {"apiVersion": "v2", "name": "c", "version": "0.1.0"},
+                                {"image": {"repository": f"{r_proxy.host}/{REPOSITORY}", "tag": "1.0"}}), tmp_path)
+    login = ["--plain-http", "--username", USER, "--password-stdin"]
+    bundle = tmp_path / "bundle"
+    download = wsm("download", "--chart", str(chart), "--bundle", str(bundle), *login, "--login-host", r_proxy.host,
+                   stdin=PASSWORD + "\n", cwd=tmp_path)
+    assert download.returncode == 0, download.stdout + download.stderr
+    pushed = wsm("push", "--bundle", str(bundle), "--registry", f"{r_proxy.host}/copy", *login, stdin=PASSWORD + "\n",
+                 cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert any(record.method == "GET" and record.status == 307 for record in r_proxy.records)
+    assert any(record.method == "HEAD" and record.status == 307 for record in r_proxy.records)
+    _no_site_credentials_left_r(r_proxy, x_proxy, y)
+    assert PASSWORD not in download.stdout + download.stderr + pushed.stdout + pushed.stderr
