@@ -56,6 +56,8 @@ def _configured_client(r_proxy: FaultProxy, source: str, home: Path) -> Registry
     """R's credentials as given (`explicit`), or stored for R's host in docker's or Helm's config file."""
     if source == "explicit":
         return _site_client(r_proxy)
+    if source == "explicit, unbound":  # a library caller that names no host: R is the one its references name
+        return client(username=USER, password=PASSWORD)
     auths = {"auths": {r_proxy.host: {"auth": SITE_BASIC.removeprefix("Basic ")}}}
     path = home / "docker" / "config.json" if source == "docker" else home / "helm" / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,7 @@ def _no_site_credentials_left_r(r_proxy: FaultProxy, x_proxy: FaultProxy, y: Tok
     assert any(record.authorization == SITE_BASIC for record in r_proxy.records)  # R itself did get them
 
 
-@pytest.mark.parametrize("source", ["explicit", "docker", "helm"])
+@pytest.mark.parametrize("source", ["explicit", "explicit, unbound", "docker", "helm"])
 def test_download_redirected_to_another_host_keeps_the_site_credentials_home(
     redirecting_site, tmp_path, isolated_credentials, source  # noqa: F811
 ):

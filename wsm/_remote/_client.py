@@ -58,8 +58,9 @@ class RegistryOptions:
     transport: TransportOptions = TransportOptions()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    # Hosts the explicit username/password are for; empty: every host. A download talks to public registries
-    # too, and a site's password must not reach them.
+    # Hosts the explicit username/password are for; empty: every registry a reference names (never a host
+    # wsm is only redirected or sent to). A download talks to public registries too, and a site's password
+    # must not reach them.
     credential_hosts: tuple[str, ...] = ()
     docker_config: Path | None = None  # default $DOCKER_CONFIG/config.json, else ~/.docker/config.json
     helm_registry_config: Path | None = None  # default $HELM_REGISTRY_CONFIG, else Helm's config home
@@ -93,11 +94,11 @@ class RegistryClient:
         pool = max(10, options.concurrency * 2)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = make_client(options.transport, limits=limits)
-        credentials = CredentialStore(
+        self._credentials = CredentialStore(
             options.username, options.password, options.docker_config, options.helm_registry_config,
             options.credential_hosts,
         )
-        self._auth = Authenticator(self._http, options.transport, credentials)
+        self._auth = Authenticator(self._http, options.transport, self._credentials)
         self._mirrors = {normalize_host(key): _strip_scheme(value) for key, value in options.mirrors.items()}
         self._chunked_hosts: set[str] = set()  # registries seen refusing monolithic uploads
         self._chunk_sizes: dict[str, int] = {}  # per registry, once a proxy refused larger upload pieces
@@ -484,9 +485,11 @@ class RegistryClient:
             return self._push_target(ref)
         host, _, prefix = mirror.partition("/")
         repository = f"{prefix.strip('/')}/{ref.repository}" if prefix.strip("/") else ref.repository
+        self._credentials.address(host)
         return _Target(host, host, repository, ref.familiar, via=f" (mirror of {ref.registry})")
 
     def _push_target(self, ref: Reference) -> _Target:
+        self._credentials.address(ref.registry)
         return _Target(ref.registry, _api_host(ref.registry), ref.repository, ref.familiar)
 
 
