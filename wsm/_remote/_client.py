@@ -3,6 +3,7 @@
 One `RegistryClient` serves many registries and threads: it keeps one httpx connection pool, the credentials
 found per registry, and Bearer tokens per (host, scope). Every call retries with backoff on dropped
 connections, 429 and 5xx (see `wsm._http.with_retries`); a blob download resumes where it broke off.
+Credentials are scoped by host and port; everything read into memory is capped (`MAX_*_BYTES`).
 """
 
 from __future__ import annotations
@@ -441,7 +442,9 @@ class RegistryClient:
         """Send one request with authentication (answering 401 challenges); the response is streamed.
 
         A retryable status raises `RetryableStatus` for `with_retries`. `body` may be a factory, so that a
-        request refused for authentication can be sent again with a fresh stream.
+        request refused for authentication can be sent again with a fresh stream. Authentication follows the
+        URL's host and port: `target`'s own credentials for its host, a URL elsewhere (a redirect target, an
+        upload Location) only that host's.
         """
         url = httpx.URL(path if "://" in path else self._url(target, path))
         # Merged by hand: httpx would replace an upload URL's own query (its `_state`) with `params`.
