@@ -7,6 +7,7 @@ import socket
 import threading
 
 import pytest
+from charts import package, write_chart
 from faults import FaultProxy
 from images import make_image
 from remote_support import client, isolated_credentials, ref, transport, unique  # noqa: F401
@@ -15,6 +16,7 @@ from support import one_line_error, wsm, wsm_measured
 from tokenserver import TokenServer
 
 from wsm import AuthError, RegistryError
+from wsm._chartrepo import ClassicRepository
 from wsm._remote import OCI_MANIFEST
 
 MEMORY_CEILING = 200 * 1024 * 1024
@@ -169,3 +171,15 @@ def test_offline_list_resolve_fails_after_two_attempts_in_one_line(tmp_path):
     one_line_error(result, url, "after 2 attempts")
     errors = [line for line in result.stderr.splitlines() if line.startswith("wsm: error:")]
     assert len(errors) == 1 and "Connection refused" in errors[0]
+
+
+def test_endless_chartmuseum_answers_are_read_a_few_kib_at_most(helm_repo, tmp_path):
+    """A ChartMuseum-looking server whose every /api/charts answer runs on: detection and upload read 4 KiB."""
+    chart_yaml = {"apiVersion": "v2", "name": "bounded", "version": "0.1.0"}
+    archive = package(write_chart(tmp_path / "bounded", chart_yaml, {}), tmp_path).read_bytes()
+    with FaultProxy(helm_repo.url, flood=(r"^/[^/]+/api/charts", 200, "application/json")) as proxy:
+        with ClassicRepository(f"{proxy.url}/{unique('museum')}", transport=transport()) as repository:
+            published = repository.publish(archive, chart_yaml)
+        sent = proxy.flood_sent
+    assert published.sent and sent < 64 * 2**20
+    assert [record.method for record in proxy.records if "/api/charts" in record.path] == ["GET", "POST"]
