@@ -14,8 +14,18 @@ faults to inject; tests may change them between calls:
 - `ignore_range=True`: the Range header is dropped, as by servers that always send the whole blob.
 - `tag_page_size=n`: tag lists are paged with `Link` headers, as Docker Hub, Harbor and Distribution 3 do
   (Distribution 2.8 ignores `n`).
+- `redirect_blobs_to=URL`: a blob GET or HEAD that the registry would answer (it checked the credentials)
+  is answered `307` to the same path at URL instead, as registries with object storage do.
+- `blob_status=416` (with `ranged_only=True`: only requests with a Range header): blob GETs get that status.
+- `upload_location_to=URL`: the `Location` of an upload session points at URL's host instead.
+- `redirect_loop=True`: every request is answered `302` to itself (with a growing `?hop=` query).
+- `challenge=HEADER`: every request is answered `401` with `WWW-Authenticate: HEADER`.
+- `flood=(pattern, status, content_type)`: a request whose path matches the regex gets that status and a
+  chunked body of filler that runs on for `flood_limit` bytes (or until the client hangs up);
+  `flood_sent` counts the filler written.
 
-`records` lists each request (method, path, Range header, status, body bytes sent) and `blob_bytes_served`
+`records` lists each request (method, path, Range and Authorization headers, status, body bytes sent) and
+`blob_bytes_served`
 counts blob bytes written to clients. The proxy keeps the client's Host header, so the registry's
 `Location` answers point back at the proxy.
 """
@@ -44,6 +54,7 @@ class Record:
     method: str
     path: str
     range: str | None
+    authorization: str | None = None
     status: int = 0
     sent: int = 0  # body bytes written to the client
 
@@ -62,6 +73,14 @@ class FaultProxy(InProcessServer):
         corrupt_blobs: bool = False,
         ignore_range: bool = False,
         tag_page_size: int | None = None,
+        redirect_blobs_to: str | None = None,
+        blob_status: int | None = None,
+        ranged_only: bool = False,
+        upload_location_to: str | None = None,
+        redirect_loop: bool = False,
+        challenge: str | None = None,
+        flood: tuple[str, int, str] | None = None,
+        flood_limit: int = 512 * 1024 * 1024,
     ) -> None:
         parsed = urlparse(upstream)
         assert parsed.scheme == "http", "FaultProxy forwards to plain-HTTP registries"
@@ -73,6 +92,12 @@ class FaultProxy(InProcessServer):
         self.corrupt_blobs = corrupt_blobs
         self.ignore_range = ignore_range
         self.tag_page_size = tag_page_size
+        self.redirect_blobs_to = redirect_blobs_to
+        self.blob_status, self.ranged_only = blob_status, ranged_only
+        self.upload_location_to = upload_location_to
+        self.redirect_loop = redirect_loop
+        self.challenge = challenge
+        self.flood, self.flood_limit, self.flood_sent = flood, flood_limit, 0
         self.records: list[Record] = []
         self.blob_bytes_served = 0
         self._lock = threading.Lock()
@@ -90,9 +115,11 @@ class FaultProxy(InProcessServer):
 
     # -- decisions, taken under the lock so parallel clients see a consistent sequence ------------------
 
-    def _next_record(self, method: str, path: str, range_header: str | None) -> tuple[Record, bool]:
+    def _next_record(
+        self, method: str, path: str, range_header: str | None, authorization: str | None
+    ) -> tuple[Record, bool]:
         with self._lock:
-            record = Record(method, path, range_header)
+            record = Record(method, path, range_header, authorization)
             self.records.append(record)
             fail = bool(self.fail_every) and len(self.records) % self.fail_every == 0
             return record, fail
@@ -149,7 +176,11 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             path = urlparse(self.path).path
-            record, fail = proxy._next_record(self.command, self.path, self.headers.get("Range"))
+            record, fail = proxy._next_record(
+                self.command, self.path, self.headers.get("Range"), self.headers.get("Authorization")
+            )
+            if self._answered_by_a_fault(record, path):
+                return
             if self._refused_unread(path):
                 self.close_connection = True  # the body was not read: the connection cannot be reused
                 return self._reply(record, 413, [], b"request entity too large")
@@ -159,6 +190,12 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             dropped = _HOP_BY_HOP | ({"range"} if proxy.ignore_range else set())
             headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             status, answer_headers, data = proxy.forward(self.command, self.path, headers, body)
+            if proxy.redirect_blobs_to and _BLOB_GET.match(path) and status in (200, 206):
+                location = proxy.redirect_blobs_to.rstrip("/") + self.path
+                return self._reply(record, 307, [("Location", location)], b"")
+            if proxy.upload_location_to and _UPLOAD.match(path):
+                answer_headers = [(k, proxy.upload_location_to.rstrip("/") + urlparse(v).path + "?" + urlparse(v).query)
+                                  if k.lower() == "location" else (k, v) for k, v in answer_headers]
             is_blob = self.command == "GET" and _BLOB_GET.match(path) and status in (200, 206)
             tags = _TAGS.match(path)
             if tags and self.command == "GET" and proxy.tag_page_size:
@@ -169,6 +206,39 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if cut is not None and cut < len(data):
                 return self._reply(record, status, answer_headers, data, cut=cut, blob=True)
             self._reply(record, status, answer_headers, data, blob=bool(is_blob))
+
+        def _answered_by_a_fault(self, record: Record, path: str) -> bool:
+            """The faults that answer without asking the registry; True when one did."""
+            if proxy.flood and re.search(proxy.flood[0], path):
+                self._flood(record, proxy.flood[1], proxy.flood[2])
+            elif proxy.redirect_loop:
+                hop = int(parse_qs(urlparse(self.path).query).get("hop", ["0"])[0]) + 1
+                self._reply(record, 302, [("Location", f"{path}?hop={hop}")], b"")
+            elif proxy.challenge:
+                self._reply(record, 401, [("WWW-Authenticate", proxy.challenge)], b'{"errors":[]}')
+            elif (proxy.blob_status and self.command == "GET" and _BLOB_GET.match(path)
+                  and (self.headers.get("Range") or not proxy.ranged_only)):
+                self._reply(record, proxy.blob_status, [], b'{"errors":[]}')
+            else:
+                return False
+            return True
+
+        def _flood(self, record: Record, status: int, content_type: str) -> None:
+            record.status = status
+            self.close_connection = True
+            self.send_response_only(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            filler = b"x" * (256 * 1024)
+            try:
+                while proxy.flood_sent < proxy.flood_limit:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(filler), filler))
+                    with proxy._lock:
+                        proxy.flood_sent += len(filler)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client hung up: what a bounded reader does
 
         def _refused_unread(self, path: str) -> bool:
             length = int(self.headers.get("Content-Length") or 0)

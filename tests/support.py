@@ -30,6 +30,29 @@ def wsm(
     )
 
 
+# Runs `wsm ARGV` as its own child and writes that child's peak RSS (KiB) to $WSM_TEST_RSS_FILE. A process
+# forked from pytest starts with pytest's pages counted in its high-water mark, which survives exec; forked
+# from this small launcher, wsm's own peak is what gets measured.
+_MEASURING_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "wsm", *sys.argv[1:]])
+_, status, usage = os.wait4(child.pid, 0)
+with open(os.environ["WSM_TEST_RSS_FILE"], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def wsm_measured(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`wsm ARGS` as `wsm()` runs it, and its peak resident memory in bytes (from wait4's rusage)."""
+    rss_file = Path(cwd) / ".wsm-peak-rss"
+    environment = {**os.environ, "WSM_CACHE_DIR": str(Path(cwd).resolve() / ".cache"),
+                   "WSM_TEST_RSS_FILE": str(rss_file)}
+    result = subprocess.run([sys.executable, "-c", _MEASURING_LAUNCHER, *args], capture_output=True, text=True,
+                            env=environment, cwd=cwd)
+    return result, int(rss_file.read_text()) * 1024  # Linux reports KiB
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """The command failed with exit code 1 and one line naming the problem, no traceback."""
     assert result.returncode == 1, result.stdout + result.stderr

@@ -151,3 +151,14 @@ def test_download_credentials_are_bound_to_their_registry(tmp_path):
         bound = wsm(*base, "--login-host", private.host, "--bundle", str(tmp_path / "b2"), stdin="pw\n", cwd=tmp_path)
         assert bound.returncode == 0, bound.stdout + bound.stderr
         assert "pw" not in bound.stdout.replace("pwd", "")
+
+
+def test_push_dry_run_to_a_dead_registry_fails_fast_in_one_line(release):
+    """Nobody listens: each image is tried twice, not six times (issue 11: fail fast when offline)."""
+    dead = f"127.0.0.1:{free_port()}"
+    result = wsm("push", "--bundle", str(release["bundle"]), "--registry", f"{dead}/team", "--plain-http",
+                 "--dry-run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    output = result.stdout + result.stderr
+    assert dead in output and "Connection refused" in output
+    assert "after 2 attempts" in output and "after 6 attempts" not in output

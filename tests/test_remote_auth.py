@@ -379,8 +379,10 @@ def test_lookup_order_explicit_auths_helper_helm(tmp_path, monkeypatch):
     install_helper(tmp_path / "bin", "reg.example", monkeypatch)  # answers with USER
     helm = {"auths": {"reg.example": basic("from-helm")}}
     both = {"auths": {"reg.example": basic("from-auths")}, "credsStore": "test"}
-    assert store(tmp_path / "a", both, helm, username="explicit", password="pw").lookup("reg.example").username \
-        == "explicit"
+    explicit = store(tmp_path / "a", both, helm, username="explicit", password="pw")
+    assert explicit.lookup("reg.example").username == "from-auths"  # not a registry the caller addressed
+    explicit.address("reg.example")
+    assert explicit.lookup("reg.example").username == "explicit"
     assert store(tmp_path / "b", both, helm).lookup("reg.example").username == "from-auths"
     assert store(tmp_path / "c", {"credsStore": "test"}, helm).lookup("reg.example").username == USER
     assert store(tmp_path / "d", {}, helm).lookup("reg.example").username == "from-helm"

@@ -5,7 +5,8 @@
 Distribution checks against `rootcertbundle` (see shared/docs/test-infra.md).
 
 Policy: known users with the right password get every action they ask for; anonymous callers get only
-`anonymous_actions`; a wrong password is answered 401. `requests` records every token request.
+`anonymous_actions`; a wrong password is answered 401. `requests` records every token request granted,
+`authorizations` the Authorization header (or None) of every request, granted or not.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class TokenServer(InProcessServer):
         self.anonymous_actions = anonymous_actions
         self.service, self.issuer, self.lifetime = service, issuer, lifetime
         self.requests: list[TokenRequest] = []
+        self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._certificate = _self_signed(self._key, issuer)
@@ -123,6 +125,7 @@ def _handler_for(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
+            server.authorizations.append(self.headers.get("Authorization"))
             query = parse_qs(urlparse(self.path).query)
             account = self._basic_user()
             if account is False:
@@ -130,6 +133,7 @@ def _handler_for(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             self._grant("GET", account or None, query.get("scope", []))
 
         def do_POST(self) -> None:
+            server.authorizations.append(self.headers.get("Authorization"))
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode())
             account = server.refresh_tokens.get(form.get("refresh_token", [""])[0])

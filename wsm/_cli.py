@@ -544,7 +544,9 @@ def run_push(args: argparse.Namespace) -> int:
         repo_auth=RepoAuth(args.username, password), pull_secret=args.pull_secret, helm=args.helm,
     )
     quiet = args.quiet or args.output == "json"
-    with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
+    bound = registry_options(args, username=args.username, password=password,
+                             credential_hosts=_push_credential_hosts(args))
+    with RegistryClient(bound) as client, \
             ProgressBar("pushing", enabled=show_bar(quiet)) as bar:
         report = push_release(bundle, options, client, progress=bar, transport=transport_options(args))
     if args.output == "json":
@@ -599,6 +601,14 @@ def _print_check(report: CheckReport) -> None:
     else:
         print(f"\u2713 all {images} images and {charts} charts are in place in {report.registry}"
               + (f" and {report.helm_repo}" if report.helm_repo else ""))
+
+
+def _push_credential_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """--username is for the internal registry (and an oci:// Helm repository): no other host gets it."""
+    hosts = [args.registry.split("/", 1)[0]]
+    if args.helm_repo and args.helm_repo.startswith("oci://"):
+        hosts.append(args.helm_repo.removeprefix("oci://").split("/", 1)[0])
+    return tuple(hosts)
 
 
 def _chart_files(items: list[str], release: ReleaseManifest, option: str) -> dict[str, Path]:

@@ -2,6 +2,10 @@
 
 Registries and Helm repositories differ in protocol, not in how a connection is made or retried, so both
 build their `httpx.Client` here.
+
+Retry policy: a timeout, a dropped connection, 429 and 5xx are retried `retries` times with backoff (a server
+that is there but busy). A connection that is refused, or a name that does not resolve, is retried once only:
+nobody is there, and waiting will not change that. Redirects are followed up to `MAX_REDIRECTS` hops.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import httpx
 
 from . import __version__
 from ._exceptions import Hint, RegistryError
+from ._format import human_bytes
 
 USER_AGENT = f"wsm/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 10  # registries redirect blobs once (to storage); a longer chain is a loop or an attack
+# Nobody listening, or no such name: one more try covers a server restarting, more only makes offline runs slow.
+CONNECT_FAILURE_ATTEMPTS = 2
 _T = TypeVar("_T")
 
 
@@ -48,6 +56,7 @@ def make_client(options: TransportOptions, **kwargs: Any) -> httpx.Client:
         timeout=httpx.Timeout(options.timeout, connect=min(options.timeout, 15.0)),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
         **kwargs,
     )
 
@@ -87,25 +96,81 @@ def with_retries(options: TransportOptions, what: str, attempt_once: Callable[[]
     """Run `attempt_once`, retrying on connection errors and retryable statuses.
 
     `attempt_once` raises `RetryableStatus` for a status worth retrying; any other exception goes through.
+    A refused connection or an unknown name ends the run after `CONNECT_FAILURE_ATTEMPTS` attempts.
     """
-    for attempt in range(options.retries + 1):
+    attempts = options.retries + 1
+    for attempt in range(attempts):
         try:
             return attempt_once()
         except RetryableStatus as error:
             if attempt == options.retries:
                 raise RegistryError(
-                    f"{what}: server answered {error.status} {options.retries + 1} times; try later",
-                    status=error.status,
+                    f"{what}: server answered {error.status} {attempts} times; try later", status=error.status
                 )
             time.sleep(backoff_delay(attempt, options, error.retry_after))
+        except httpx.TooManyRedirects:
+            raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects (a redirect loop); check the URL") from None
         except httpx.TransportError as error:
             if isinstance(error, httpx.ConnectError) and _is_tls_failure(error):
                 message = f"{what}: TLS certificate not trusted ({_short(error)})"
                 raise RegistryError(message, hint=Hint.CA_FILE) from None
-            if attempt == options.retries:
-                raise RegistryError(f"{what}: {_short(error)} (after {options.retries + 1} attempts)") from None
+            last = min(attempts, CONNECT_FAILURE_ATTEMPTS) if isinstance(error, httpx.ConnectError) else attempts
+            if attempt + 1 >= last:
+                raise RegistryError(f"{what}: {_short(error)} (after {attempt + 1} attempts)") from None
             time.sleep(backoff_delay(attempt, options))
     raise AssertionError("unreachable")
+
+
+def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The whole body of a streamed `response`, refusing more than `limit` bytes; the response is closed.
+
+    A declared Content-Length over the limit is refused before reading; a body that runs on (chunked, or
+    lying about its length) is cut off at the limit. Either way: a one-line `RegistryError`.
+    """
+    parts: list[bytes] = []
+    total = 0
+    try:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(response, limit, what)
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(response, limit, what)
+            parts.append(chunk)
+    finally:
+        response.close()  # an unread rest closes the connection instead of returning it to the pool
+    return b"".join(parts)
+
+
+def read_prefix(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed body (enough for an error message); the rest is never read."""
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            parts.append(chunk)
+            total += len(chunk)
+            if total >= limit:
+                break
+    except httpx.HTTPError:
+        pass  # a message is a courtesy: a broken body leaves it out
+    finally:
+        response.close()
+    return b"".join(parts)[:limit]
+
+
+def safe_url(url: httpx.URL | str) -> str:
+    """`url` for messages: without user information or query (upload URLs carry session state there)."""
+    parsed = httpx.URL(str(url))
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+def _too_large(response: httpx.Response, limit: int, what: str) -> RegistryError:
+    return RegistryError(
+        f"{what}: the answer from {safe_url(response.url)} is larger than {human_bytes(limit)}, wsm's limit; "
+        "the server is broken or hostile", status=response.status_code,
+    )
 
 
 class RetryableStatus(Exception):

@@ -4,11 +4,16 @@ The Docker token protocol: a registry answers 401 with `Bearer realm=...,service
 asks the realm for a token for those scopes (with Basic credentials if it has any, else anonymously) and
 repeats the request with `Authorization: Bearer <token>`. A registry that needs more (a push after a pull)
 answers 401 again with `error="insufficient_scope"` and the wider scope.
+
+Credentials are scoped by host and port. The realm may be on another host (Docker Hub's auth.docker.io): it
+gets the credentials of the host whose challenge named it (the caller passes that host, never a redirect's
+origin), and never over plain HTTP when that challenge came over HTTPS.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -17,19 +22,21 @@ from dataclasses import dataclass
 import httpx
 
 from .._exceptions import AuthError, Hint, RegistryError
-from .._http import TransportOptions, raise_for_retry, with_retries
+from .._http import TransportOptions, raise_for_retry, read_capped, safe_url, with_retries
 from ._credentials import Credentials, CredentialStore
 
 _PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 # Refresh a token this long before the registry would start refusing it.
 _EXPIRY_MARGIN = 20.0
 _DEFAULT_TOKEN_LIFETIME = 60.0  # what the token specification says to assume
+MAX_TOKEN_BYTES = 1024 * 1024  # a token answer is a few KiB; more is a broken or hostile token service
 
 
 @dataclass(frozen=True)
 class Challenge:
     scheme: str  # lower case: "bearer" or "basic"
     params: dict[str, str]
+    over_tls: bool = False  # the challenge came over HTTPS: its realm must be HTTPS too to get credentials
 
     @property
     def scopes(self) -> tuple[str, ...]:
@@ -39,11 +46,12 @@ class Challenge:
 def parse_challenge(response: httpx.Response) -> Challenge | None:
     """The first usable challenge of a 401 response (Bearer preferred over Basic)."""
     challenges = []
+    over_tls = response.url.scheme == "https"
     for header in response.headers.get_list("www-authenticate"):
         scheme, _, rest = header.strip().partition(" ")
         params = {key.lower(): (quoted if quoted is not None else bare) for key, quoted, bare in _PARAM.findall(rest)}
         params = {key: value.replace('\\"', '"') for key, value in params.items()}
-        challenges.append(Challenge(scheme.lower(), params))
+        challenges.append(Challenge(scheme.lower(), params, over_tls))
     for wanted in ("bearer", "basic"):
         for challenge in challenges:
             if challenge.scheme == wanted:
@@ -155,47 +163,55 @@ class Authenticator:
         if not realm or not realm.startswith(("http://", "https://")):
             raise AuthError(f"registry {host} asks for a token but names no usable realm ({realm!r})", status=401)
         credentials = self._credentials.lookup(registry)
-        what = f"token service {realm} for registry {host}"
+        what = f"token service {safe_url(realm)} for registry {host}"
+        if credentials is not None and challenge.over_tls and not realm.startswith("https://"):
+            raise AuthError(f"{what}: registry {host} speaks HTTPS but names a plain-HTTP token service; wsm does "
+                            "not send its credentials there", status=401)
 
-        def attempt() -> httpx.Response:
-            return raise_for_retry(self._token_request(realm, challenge, scopes, credentials))
+        def attempt() -> tuple[int, bytes]:
+            response = raise_for_retry(self._token_request(realm, challenge, scopes, credentials))
+            if response.status_code >= 400:
+                response.close()
+                return response.status_code, b""
+            return response.status_code, read_capped(response, MAX_TOKEN_BYTES, what)
 
-        response = with_retries(self._transport, what, attempt)
-        status = response.status_code
+        status, body = with_retries(self._transport, what, attempt)
         if status in (401, 403):
             if credentials is None:
                 raise AuthError(_missing(host, registry), status=status, hint=Hint.CREDENTIALS)
             raise AuthError(_refused(host, registry, credentials), status=status, hint=Hint.CREDENTIALS)
         if status >= 400:
             raise RegistryError(f"{what}: answered {status}; try later or check the registry", status=status)
-        return _token_from(response, what)
+        return _token_from(body, what)
 
     def _token_request(
         self, realm: str, challenge: Challenge, scopes: tuple[str, ...], credentials: Credentials | None
     ) -> httpx.Response:
+        """The token service's answer, streamed (the caller reads a bounded amount of it)."""
         service = challenge.params.get("service")
         if credentials is not None and credentials.identity_token:
             # OAuth2 refresh-token grant: how Docker uses an identity token (Azure, some Harbor set-ups).
             form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token, "client_id": "wsm"}
             form.update({"service": service} if service else {})
             form.update({"scope": " ".join(scopes)} if scopes else {})
-            return self._http.post(realm, data=form)
+            return self._http.send(self._http.build_request("POST", realm, data=form), stream=True)
         params: list[tuple[str, str]] = [("service", service)] if service else []
         params += [("scope", scope) for scope in scopes]
+        auth: httpx.BasicAuth | None = None
         if credentials is not None and credentials.username:
             params.append(("account", credentials.username))
             auth = httpx.BasicAuth(credentials.username, credentials.password)
-            return self._http.get(realm, params=tuple(params), auth=auth)
-        return self._http.get(realm, params=tuple(params))
+        request = self._http.build_request("GET", realm, params=tuple(params))
+        return self._http.send(request, auth=auth, stream=True)
 
 
 def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-def _token_from(response: httpx.Response, what: str) -> _Token:
+def _token_from(data: bytes, what: str) -> _Token:
     try:
-        body: object = response.json()
+        body: object = json.loads(data)
         if not isinstance(body, dict):
             raise TypeError("not a JSON object")
         value = body.get("token") or body.get("access_token")

@@ -3,6 +3,7 @@
 One `RegistryClient` serves many registries and threads: it keeps one httpx connection pool, the credentials
 found per registry, and Bearer tokens per (host, scope). Every call retries with backoff on dropped
 connections, 429 and 5xx (see `wsm._http.with_retries`); a blob download resumes where it broke off.
+Credentials are scoped by host and port; everything read into memory is capped (`MAX_*_BYTES`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from .._http import (
     TransportOptions,
     make_client,
     raise_for_retry,
+    read_capped,
+    read_prefix,
     with_retries,
 )
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
-from ._blobs import CHUNK, PartialDownload, Progress, Source, UploadSource
+from ._blobs import PartialDownload, Progress, Source, UploadSource
 from ._credentials import CredentialStore, normalize_host
 from ._types import (
     ALL_MANIFEST_TYPES,
@@ -36,8 +39,13 @@ from ._types import (
     verify_digest,
 )
 
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # far above any real manifest; a bound so a bad server cannot fill memory
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # Distribution's own limit: a registry cannot serve a larger one
 MAX_TAG_LIST_BYTES = 64 * 1024 * 1024
+# A blob read into memory (a chart archive, a config): larger ones are streamed to disk with `fetch_blob`.
+MAX_BLOB_IN_MEMORY_BYTES = 256 * 1024 * 1024
+MAX_ERROR_BYTES = 8 * 1024  # of an error answer's body: enough for the registry's message
+# Requests per call answering 401s: anonymous, a token, a wider token, and one move to a redirect target.
+_AUTH_ROUNDS = 4
 _ACCEPT = ", ".join(ALL_MANIFEST_TYPES)
 # Answers by which a registry says it will not take a blob in one PUT: upload it in PATCH chunks instead.
 _MONOLITHIC_REFUSED = frozenset({405, 411, 413, 501})
@@ -51,8 +59,9 @@ class RegistryOptions:
     transport: TransportOptions = TransportOptions()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    # Hosts the explicit username/password are for; empty: every host. A download talks to public registries
-    # too, and a site's password must not reach them.
+    # Hosts the explicit username/password are for; empty: every registry a reference names (never a host
+    # wsm is only redirected or sent to). A download talks to public registries too, and a site's password
+    # must not reach them.
     credential_hosts: tuple[str, ...] = ()
     docker_config: Path | None = None  # default $DOCKER_CONFIG/config.json, else ~/.docker/config.json
     helm_registry_config: Path | None = None  # default $HELM_REGISTRY_CONFIG, else Helm's config home
@@ -86,11 +95,11 @@ class RegistryClient:
         pool = max(10, options.concurrency * 2)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = make_client(options.transport, limits=limits)
-        credentials = CredentialStore(
+        self._credentials = CredentialStore(
             options.username, options.password, options.docker_config, options.helm_registry_config,
             options.credential_hosts,
         )
-        self._auth = Authenticator(self._http, options.transport, credentials)
+        self._auth = Authenticator(self._http, options.transport, self._credentials)
         self._mirrors = {normalize_host(key): _strip_scheme(value) for key, value in options.mirrors.items()}
         self._chunked_hosts: set[str] = set()  # registries seen refusing monolithic uploads
         self._chunk_sizes: dict[str, int] = {}  # per registry, once a proxy refused larger upload pieces
@@ -115,7 +124,7 @@ class RegistryClient:
             response = self._request("GET", target, f"manifests/{ref.identifier}", _pull(target), what,
                                      headers={"Accept": _ACCEPT})
             _raise_for_status(response, what)
-            return _read_limited(response, MAX_MANIFEST_BYTES, what), response.headers
+            return read_capped(response, MAX_MANIFEST_BYTES, what), response.headers
 
         raw, headers = with_retries(self._transport, what, attempt)
         manifest = Manifest.from_bytes(raw, _media_type(headers))
@@ -202,7 +211,7 @@ class RegistryClient:
     def _tag_page(self, target: _Target, url: str, what: str) -> tuple[list[str], str | None]:
         response = self._request("GET", target, url, _pull(target), what)
         _raise_for_status(response, what)
-        body = _json(_read_limited(response, MAX_TAG_LIST_BYTES, what), what)
+        body = _json(read_capped(response, MAX_TAG_LIST_BYTES, what), what)
         tags = body.get("tags") or []
         if not isinstance(tags, list):
             raise RegistryError(f"{what}: the registry answered with `tags` that is not a list")
@@ -235,13 +244,8 @@ class RegistryClient:
         partial.finish(what)
 
     def _download(self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str) -> None:
-        headers = {"Range": f"bytes={partial.offset}-"} if partial.offset else {}
-        response = self._request("GET", target, f"blobs/{descriptor.digest}", _pull(target), what, headers=headers)
+        response = self._blob_response(target, descriptor, partial, what)
         try:
-            if response.status_code == 416:  # our prefix is no prefix of what the registry has
-                partial.restart()
-                response.close()
-                return self._download(target, descriptor, partial, what)
             _raise_for_status(response, what)
             if partial.offset and _range_start(response) != partial.offset:
                 partial.restart()  # the registry ignored the Range header and sends it all
@@ -252,10 +256,30 @@ class RegistryClient:
         if not partial.complete:
             raise httpx.ReadError("the registry ended the blob early")  # retried, resuming
 
+    def _blob_response(
+        self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str
+    ) -> httpx.Response:
+        """The blob's answer from `partial.offset` on; a 416 to a resume starts over once, never more."""
+        while True:
+            ranged = partial.offset > 0
+            headers = {"Range": f"bytes={partial.offset}-"} if ranged else {}
+            response = self._request("GET", target, f"blobs/{descriptor.digest}", _pull(target), what,
+                                     headers=headers)
+            if response.status_code != 416:
+                return response
+            response.close()
+            if not ranged:
+                raise RegistryError(f"{what}: the registry answered 416 (range not satisfiable) to a request for "
+                                    "the whole blob; it is broken", status=416)
+            partial.restart()  # our prefix is no prefix of what the registry has: ask for the whole blob
+
     def read_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:
         """A small blob (a config, a chart archive) in memory, verified against its digest."""
         target = self._pull_target(ref)
         what = target.what(f"blob {descriptor.digest} of {target.label}")
+        if descriptor.size > MAX_BLOB_IN_MEMORY_BYTES:
+            raise RegistryError(f"{what}: {descriptor.size} bytes is more than wsm reads into memory "
+                                f"({MAX_BLOB_IN_MEMORY_BYTES // 2**20} MiB)")
 
         def attempt() -> bytes:
             response = self._request("GET", target, f"blobs/{descriptor.digest}", _pull(target), what)
@@ -418,14 +442,16 @@ class RegistryClient:
         """Send one request with authentication (answering 401 challenges); the response is streamed.
 
         A retryable status raises `RetryableStatus` for `with_retries`. `body` may be a factory, so that a
-        request refused for authentication can be sent again with a fresh stream.
+        request refused for authentication can be sent again with a fresh stream. Authentication follows the
+        URL's host and port: `target`'s own credentials for its host, a URL elsewhere (a redirect target, an
+        upload Location) only that host's.
         """
         url = httpx.URL(path if "://" in path else self._url(target, path))
         # Merged by hand: httpx would replace an upload URL's own query (its `_state`) with `params`.
         url = url.copy_merge_params(params) if params else url
-        sent = self._auth.header(target.host, target.registry, scopes)
-        # At most: anonymous, with a token, with a wider token (after `insufficient_scope`).
-        for attempt in range(3):
+        scope = _scope_of(url, target)
+        sent = self._auth.header(scope.host, scope.registry, scopes)
+        for attempt in range(_AUTH_ROUNDS):
             request = self._http.build_request(
                 method, url, content=body() if callable(body) else body,
                 headers={**(headers or {}), **({"Authorization": sent} if sent else {})},
@@ -434,9 +460,16 @@ class RegistryClient:
             if response.status_code != 401:
                 return raise_for_retry(response)
             response.close()
-            if attempt < 2:
-                sent = self._auth.answer(target.host, target.registry, scopes, response, sent)
-        raise AuthError(self._auth.refused(target.host, target.registry, what), status=401, hint=Hint.CREDENTIALS)
+            challenger = _scope_of(response.url, target)
+            if challenger != scope:
+                # A redirect target challenged (httpx dropped our Authorization on the way there): it is
+                # answered for its own host, never with the origin's credentials, and asked directly.
+                url, scope, sent = response.url, challenger, None
+                if response.request.method != method:  # a 303 turned the request into a GET
+                    method, body = response.request.method, None
+            if attempt < _AUTH_ROUNDS - 1:
+                sent = self._auth.answer(scope.host, scope.registry, scopes, response, sent)
+        raise AuthError(self._auth.refused(scope.host, scope.registry, what), status=401, hint=Hint.CREDENTIALS)
 
     def _send(self, request: httpx.Request, target: _Target) -> httpx.Response:
         try:
@@ -455,10 +488,28 @@ class RegistryClient:
             return self._push_target(ref)
         host, _, prefix = mirror.partition("/")
         repository = f"{prefix.strip('/')}/{ref.repository}" if prefix.strip("/") else ref.repository
+        self._credentials.address(host)
         return _Target(host, host, repository, ref.familiar, via=f" (mirror of {ref.registry})")
 
     def _push_target(self, ref: Reference) -> _Target:
+        self._credentials.address(ref.registry)
         return _Target(ref.registry, _api_host(ref.registry), ref.repository, ref.familiar)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Whose challenge and credentials a request's URL falls under: `host` (with its port), stored as `registry`."""
+
+    host: str
+    registry: str
+
+
+def _scope_of(url: httpx.URL, target: _Target) -> _Scope:
+    """The target's own scope for its host; any other host (a redirect, an upload Location) is its own."""
+    host = url.netloc.decode("ascii").lower()
+    if host == httpx.URL(f"{url.scheme}://{target.host}/").netloc.decode("ascii").lower():
+        return _Scope(target.host, target.registry)
+    return _Scope(host, host)
 
 
 def _api_host(registry: str) -> str:
@@ -497,17 +548,11 @@ def _location(response: httpx.Response, what: str) -> str:
 
 
 def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
-    """The whole body, refusing more than `limit` bytes (a registry that sends more is broken or hostile)."""
-    parts, total = [], 0
+    """The whole body of a blob of `limit` bytes: more is not the blob the manifest names."""
     try:
-        for chunk in response.iter_bytes(CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise DigestMismatch(f"{what}: the registry sent more than the expected {limit} bytes")
-            parts.append(chunk)
-    finally:
-        response.close()
-    return b"".join(parts)
+        return read_capped(response, limit, what)
+    except RegistryError:
+        raise DigestMismatch(f"{what}: the registry sent more than the expected {limit} bytes") from None
 
 
 def _json(data: bytes, what: str) -> dict[str, object]:
@@ -521,20 +566,24 @@ def _json(data: bytes, what: str) -> dict[str, object]:
 
 
 def _raise_for_upload_status(response: httpx.Response, what: str) -> None:
-    if response.status_code == 400 and _error_code(response) == "DIGEST_INVALID":
+    if response.status_code < 400:
+        return
+    error = _first_error(response)
+    if response.status_code == 400 and error.get("code") == "DIGEST_INVALID":
         # No `expected`/`actual`: the registry does not say which digest it computed.
         raise DigestMismatch(
             f"{what}: the registry computed another digest for the uploaded bytes; the source is damaged"
         )
-    _raise_for_status(response, what)
+    _raise_for_status(response, what, error)
 
 
-def _raise_for_status(response: httpx.Response, what: str) -> None:
-    """Turn an error status into a one-line WsmError using the registry's error code."""
+def _raise_for_status(response: httpx.Response, what: str, error: dict[str, str] | None = None) -> None:
+    """Turn an error status into a one-line WsmError using the registry's error code (`error`, if read)."""
     status = response.status_code
     if status < 400:
         return
-    code, message = _error_code(response), _error_message(response)
+    error = _first_error(response) if error is None else error
+    code, message = error.get("code", ""), " ".join(error.get("message", "").split())[:200]
     detail = f" ({code}: {message})" if code else (f" ({message})" if message else "")
     if status == 404:
         remedy = "check the repository name" if code == "NAME_UNKNOWN" else "check the name, tag and digest"
@@ -546,24 +595,15 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     raise RegistryError(f"{what}: the registry answered {status}{detail}", status=status)
 
 
-def _error_code(response: httpx.Response) -> str:
-    return _first_error(response).get("code", "")
-
-
-def _error_message(response: httpx.Response) -> str:
-    return " ".join(str(_first_error(response).get("message", "")).split())[:200]
-
-
 def _first_error(response: httpx.Response) -> dict[str, str]:
     """The first entry of the distribution error body `{"errors": [{"code", "message", "detail"}]}`.
 
-    A body that is not such JSON but short text (a proxy's or a TLS port's complaint) becomes the message.
+    Only the first `MAX_ERROR_BYTES` are read (an error body can be endless). A body that is not such JSON
+    but short text (a proxy's or a TLS port's complaint) becomes the message.
     """
     try:
-        if not response.is_stream_consumed:
-            response.read()
-        text = response.text
-    except (httpx.HTTPError, RuntimeError, UnicodeDecodeError):
+        text = read_prefix(response, MAX_ERROR_BYTES).decode("utf-8", "replace")
+    except (httpx.HTTPError, RuntimeError):
         return {}
     try:
         errors = json.loads(text).get("errors") or [{}]

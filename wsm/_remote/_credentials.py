@@ -86,15 +86,24 @@ class CredentialStore:
             Credentials(username, password or "", source=EXPLICIT_SOURCE) if username else None
         )
         self._explicit_hosts = {normalize_host(host) for host in explicit_hosts}
+        self._addressed: set[str] = set()  # registries named by a reference: unbound explicit credentials' scope
         self._docker_config = docker_config or default_docker_config()
         self._helm_config = helm_registry_config or default_helm_registry_config()
         self._cache: dict[str, Credentials | None] = {}
         self._lock = threading.Lock()
 
+    def address(self, registry: str) -> None:
+        """`registry` is named by a reference the caller works on (not a host it was redirected to)."""
+        with self._lock:
+            self._addressed.add(normalize_host(registry))
+
     def lookup(self, registry: str) -> Credentials | None:
-        """Credentials for `registry` (a host, `docker.io` for Docker Hub), or None to go anonymous."""
+        """Credentials for `registry` (a host with its port, `docker.io` for Docker Hub), or None to go
+        anonymous. Explicit credentials are for their hosts, or without any for the registries addressed."""
         host = normalize_host(registry)
-        if self._explicit is not None and (not self._explicit_hosts or host in self._explicit_hosts):
+        with self._lock:
+            bound = host in (self._explicit_hosts or self._addressed)
+        if self._explicit is not None and bound:
             return self._explicit
         with self._lock:
             if host not in self._cache:
