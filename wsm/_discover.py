@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ._chart import Chart
-from ._exceptions import InvalidReference
+from ._exceptions import ChartError, InvalidReference
 from ._model import ImageSource, Method, Shape
 from ._reference import Reference, looks_like_reference
 from ._values import join_path
+from ._yaml import load_yaml
 
 _SWITCH_KEYS = ("enabled", "install")
 
@@ -148,10 +147,7 @@ def images_in_annotation(chart: Chart, chart_path: str, from_values: Sequence[Fo
     text = chart.annotations.get("helm.sh/images")
     if not text:
         return []
-    try:
-        entries = yaml.safe_load(text) or []
-    except yaml.YAMLError:
-        return []
+    entries = load_yaml(text, f"{chart_path}: Chart.yaml annotation helm.sh/images", ChartError) or []
     found = []
     for entry in entries if isinstance(entries, list) else []:
         image = entry.get("image") if isinstance(entry, dict) else None

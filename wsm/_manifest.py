@@ -16,7 +16,7 @@ from ._exceptions import ChartError, Hint, InvalidReference, ManifestError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
 from ._reference import Reference
-from ._yaml import load_mapping
+from ._yaml import load_mapping, read_document
 
 if TYPE_CHECKING:
     from ._lock import BundleLock
@@ -151,11 +151,11 @@ def load_manifest(path: Path | None = None) -> ReleaseManifest:
         text = resources.files("wsm").joinpath("manifests").joinpath(EMBEDDED).read_text()
         return parse_manifest(text, f"embedded manifest {EMBEDDED}", base=None)
     try:
-        text = Path(path).read_text()
+        text = read_document(Path(path), f"manifest {path}", ManifestError)
     except FileNotFoundError:
         raise ManifestError(f"manifest {path} does not exist; give a path to a release manifest") from None
-    except (IsADirectoryError, UnicodeDecodeError) as error:
-        raise ManifestError(f"manifest {path} cannot be read as text ({type(error).__name__})") from None
+    except OSError as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error.strerror or type(error).__name__})") from None
     return parse_manifest(text, str(path), base=Path(path).resolve().parent)
 
 
