@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _names as names
 from ._archive import Files, InflationBudget, read_directory, read_tgz
 from ._exceptions import ChartError
 from ._limits import MAX_SUBCHART_DEPTH, MAX_TREE_INFLATED_BYTES, MAX_YAML_BYTES
@@ -99,6 +100,8 @@ def chart_from_files(files: Files, origin: str, *, depth: int = 0, budget: Infla
     metadata = _yaml_mapping(files, "Chart.yaml", origin, required=True)
     if not metadata.get("name") or not metadata.get("version"):
         raise ChartError(f"{origin}: Chart.yaml needs `name` and `version`")
+    names.chart_name(str(metadata["name"]), f"{origin}/Chart.yaml", ChartError)
+    names.chart_version(str(metadata["version"]), f"{origin}/Chart.yaml", ChartError)
     if metadata.get("apiVersion") == "v1" and "requirements.yaml" in files:
         metadata = {**metadata, "dependencies": _yaml_mapping(files, "requirements.yaml", origin).get("dependencies")}
     values = _yaml_mapping(files, "values.yaml", origin)

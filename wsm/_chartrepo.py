@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import httpx
 import yaml
@@ -263,7 +263,7 @@ class ClassicRepository(_Closing):
         name, version = str(metadata["name"]), str(metadata["version"])
         digest = hashlib.sha256(archive).hexdigest()
         filename = f"{name}-{version}.tgz"
-        url = f"{self._base}/{filename}"
+        url = f"{self._base}/{quote(filename, safe='')}"  # names are validated; encoding keeps the URL one path
         index = self._index_or_empty()
         existing = _entry(index, name, version)
         if existing is not None:

@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from ._chart import Chart
+from ._exceptions import WsmError
 from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
+from ._names import inside
 from ._overrides import image_overrides
 from ._reference import Reference
 from ._values import Values, get_path, merge, set_path
@@ -70,10 +72,11 @@ def write_install_files(
         values = merge(merge(entry.values, (site_values or {}).get(entry.name, {})), overrides)
         if entry.resource is not None:
             document = custom_resource(entry.resource, values, locations[entry.name])
-            path = directory / entry.resource.file
+            path = inside(directory, entry.resource.file, f"chart {entry.name}: resource.file", WsmError)
             kind = "resource"
         else:
-            document, path, kind = values, directory / f"{entry.name}.yaml", "values"
+            document, kind = values, "values"
+            path = inside(directory, f"{entry.name}.yaml", f"chart {entry.name}", WsmError)
         path.write_text(_header(entry, kind) + yaml.safe_dump(document, sort_keys=False))
         written.append(InstallFile(entry.name, path, kind, tuple(unredirected), tuple(placeholders(document))))
     return written

@@ -30,6 +30,6 @@ MAX_ARCHIVE_MEMBERS = 20_000
 MAX_SUBCHART_DEPTH = 10
 
 # Names (Helm and Kubernetes rules; wsm's own cap for file names built from chart names).
-MAX_CHART_NAME = 100
+MAX_CHART_NAME = 250  # Helm's own limit (`helm create`)
 MAX_RELEASE_NAME = 53
 MAX_NAMESPACE = 63
