@@ -117,9 +117,9 @@ def test_a_real_sized_chart_still_loads(tmp_path):
 
 def test_chart_name_that_climbs_out_of_the_cache(tmp_path):
     chart = write(tmp_path / "evil.tgz", chart_tgz("x", chart_yaml={"apiVersion": "v2", "version": "1.0.0",
-                                                                  "name": "../../../../tmp/wsm-escape"}))
+                                                                  "name": "../" * 12 + "tmp/wsm-escape"}))
     result = wsm("list", "--chart", str(chart), cwd=tmp_path)
-    one_line_error(result, "evil.tgz/Chart.yaml", "chart name '../../../../tmp/wsm-escape' is not valid")
+    one_line_error(result, "evil.tgz/Chart.yaml", "chart name '../../../../../../", "is not valid")
     assert not list(Path("/tmp").glob("wsm-escape*"))
 
 

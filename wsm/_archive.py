@@ -75,7 +75,8 @@ def read_tgz(
                 handle = tar.extractfile(member)
                 files[name] = handle.read() if handle else b""
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise UnsafeArchive(f"{origin}: not a readable .tgz archive ({error})") from None
+        detail = " ".join(str(error).split())[:200]  # tarfile's "r:*" lists every method it tried, one a line
+        raise UnsafeArchive(f"{origin}: not a readable .tgz archive ({detail})") from None
     return files
 
 
