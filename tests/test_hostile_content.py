@@ -222,3 +222,27 @@ def test_download_fails_on_invalid_references_unless_allowed(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert "invalid image reference, not carried: app: values path upper.image" in allowed.stderr
     assert (bundle / "charts" / "app-1.0.0.tgz").exists()
+
+
+def test_chart_put_url_is_percent_encoded(tmp_path):
+    # The chart's name is checked when a chart is loaded; the URL is still built so that a name is one path
+    # segment, whatever it holds (`#` would otherwise cut the URL, `;` and `>` reach the server raw).
+    from servers import HelmRepo
+    from wsm._chartrepo import ClassicRepository
+    from wsm._http import TransportOptions
+
+    archive = chart_tgz("app")
+    metadata = {"apiVersion": "v2", "name": "shx;id>pwned;#", "version": "1.0.0"}
+    with HelmRepo(tmp_path / "nginx") as server:
+        with ClassicRepository(server.url, transport=TransportOptions(retries=1, backoff=0.01)) as repository:
+            repository.publish(archive, metadata)
+        assert sorted(path.name for path in server.root.iterdir()) == ["index.yaml", "shx;id>pwned;#-1.0.0.tgz"]
+        assert (server.root / "shx;id>pwned;#-1.0.0.tgz").read_bytes() == archive
+
+
+def test_alias_bomb_in_rendered_templates():
+    from wsm import RenderError
+    from wsm._render import images_in_manifests
+
+    with pytest.raises(RenderError, match="helm template output templates/x.yaml: aliases expand"):
+        images_in_manifests("---\n# Source: templates/x.yaml\n" + ALIAS_BOMB)
