@@ -246,3 +246,23 @@ def test_alias_bomb_in_rendered_templates():
 
     with pytest.raises(RenderError, match="helm template output templates/x.yaml: aliases expand"):
         images_in_manifests("---\n# Source: templates/x.yaml\n" + ALIAS_BOMB)
+
+
+def test_user_values_file_with_an_alias_bomb_is_left_alone(tmp_path):
+    from wsm import ValuesError
+    from wsm._overrides import rewrite_values_file
+
+    path = write(tmp_path / "mine.yaml", ALIAS_BOMB)
+    with pytest.raises(ValuesError, match="mine.yaml: aliases expand to more than 100000 nodes"):
+        rewrite_values_file(path, {"image": {"repository": "registry.corp/x"}})
+    assert path.read_text() == ALIAS_BOMB and not (tmp_path / "mine.yaml.bak").exists()
+
+
+def test_alias_bomb_in_a_repository_index(tmp_path):
+    from servers import HelmRepo
+
+    with HelmRepo(tmp_path / "nginx") as server:
+        (server.root / "index.yaml").write_text("apiVersion: v1\n" + ALIAS_BOMB + "entries: {app: *a8}\n")
+        result, peak = measured_wsm("list", "--chart", "app", "--repo", server.url, "--version", "1.0.0", cwd=tmp_path)
+    one_line_error(result, f"Helm repository {server.url}: index.yaml: aliases expand")
+    assert peak < MEMORY_MB

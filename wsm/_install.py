@@ -7,7 +7,6 @@ the image overrides; a chart whose defaults have an `airgapped` switch (the W&B 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from ._model import ResolvedImage
 from ._names import inside
 from ._overrides import image_overrides
 from ._reference import Reference
-from ._values import Values, get_path, merge, set_path
+from ._values import Values, copy_tree, get_path, merge, set_path
 
 PLACEHOLDER = "CHANGE-ME"
 VALUES_DIR = "values"
@@ -94,7 +93,7 @@ def chart_overrides(
 
 
 def custom_resource(resource: CustomResource, values: Values, location: ChartLocation) -> dict[str, Any]:
-    document = copy.deepcopy(resource.template)
+    document: dict[str, Any] = copy_tree(resource.template)  # a plain tree: YAML aliases in it are not shared
     chart_ref = {"url": location.repo_url, "name": location.name, "version": location.version}
     set_path(document, resource.chart_path.split("."), chart_ref)
     template_values = get_path(document, resource.values_path) or {}
