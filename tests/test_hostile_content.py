@@ -157,6 +157,19 @@ def test_manifest_names_are_validated(tmp_path, entry, fragment):
     one_line_error(wsm("list", "--manifest", str(path), "--resolve", cwd=tmp_path), str(path), fragment)
 
 
+def test_the_manifest_a_bundle_keeps_is_validated_too(tmp_path):
+    from types import SimpleNamespace
+
+    from wsm import ManifestError
+    from wsm._manifest import ReleaseManifest
+
+    chart = write(tmp_path / "app.tgz", chart_tgz("app"))
+    text = manifest(chart, install="operator",
+                    resource={"file": "../../x.yaml", "template": {"apiVersion": "v1", "kind": "X"}})
+    with pytest.raises(ManifestError, match=r"the bundle's release manifest: charts\[0\].resource.file"):
+        ReleaseManifest.from_bundle(SimpleNamespace(manifest=text))  # type: ignore[arg-type]
+
+
 def test_lock_entries_are_validated(tmp_path):
     from wsm import BundleError
     from wsm._lock import BundleChart
@@ -192,6 +205,7 @@ worker: {{sidecarImage: 'example/worker:bad tag'}}
 plain: {{image: 'Example/String:1'}}
 template: {{image: {{repository: example/tpl, tag: '{{{{ .Values.tag }}}}'}}}}
 notimage: {{repository: 'https://github.com/example/repo', tag: main}}
+gitremote: {{repository: 'git@github.com:example/repo.git', tag: main}}
 """
 
 

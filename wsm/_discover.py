@@ -177,7 +177,10 @@ def _is_invalid_image_string(text: str, key: str | int) -> bool:
 
 
 def _image_like_text(text: str) -> bool:
-    return bool(text.strip()) and "{{" not in text and "://" not in text and not any(c.isspace() for c in text.strip())
+    text = text.strip()
+    if not text or "{{" in text or "://" in text or any(c.isspace() for c in text):
+        return False
+    return not (text.startswith("git@") or text.endswith(".git"))  # a git remote, not an image
 
 
 def _map_text(node: dict[str, Any]) -> str:
