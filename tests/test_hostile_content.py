@@ -280,3 +280,23 @@ def test_alias_bomb_in_a_repository_index(tmp_path):
         result, peak = measured_wsm("list", "--chart", "app", "--repo", server.url, "--version", "1.0.0", cwd=tmp_path)
     one_line_error(result, f"Helm repository {server.url}: index.yaml: aliases expand")
     assert peak < MEMORY_MB
+
+
+def test_a_chart_and_its_sub_charts_spend_one_budget(tmp_path):
+    from wsm import UnsafeArchive
+    from wsm._archive import InflationBudget
+    from wsm._chart import chart_from_archive
+
+    archive = chart_tgz("top", extra={"templates/pad": bytes(600)}, subcharts={"sub.tgz": chart_tgz("sub")})
+    budget = InflationBudget(limit=10**6)
+    chart = chart_from_archive(archive, "top.tgz", budget=budget)
+    assert chart.subcharts["sub"].name == "sub" and budget.used > len(archive) > 0
+    with pytest.raises(UnsafeArchive, match="top.tgz:top/charts/sub.tgz: the chart with its sub-charts inflates"):
+        chart_from_archive(archive, "top.tgz", budget=InflationBudget(limit=budget.used - 1))
+
+
+def test_a_version_with_build_metadata_is_cached(tmp_path):
+    chart = write(tmp_path / "app.tgz", chart_tgz("app", "image: {repository: nginx, tag: '1'}\n", version="1.0.0+build.7"))
+    result = wsm("list", "--chart", str(chart), "-o", "plain", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [path.name.startswith("app-1.0.0_build.7-") for path in (tmp_path / ".cache").rglob("*.tgz")] == [True]

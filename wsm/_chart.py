@@ -90,7 +90,8 @@ def load_chart(path: Path) -> Chart:
 
 def chart_from_archive(data: bytes, origin: str, *, depth: int = 0, budget: InflationBudget | None = None) -> Chart:
     """The chart in a .tgz; `depth` and `budget` are the sub-chart nesting and the inflation budget of its tree."""
-    files = read_tgz(data, origin, budget=budget or InflationBudget(), keep=_needed_in_archive)
+    budget = budget or InflationBudget()  # the archive and all its sub-chart archives spend the same budget
+    files = read_tgz(data, origin, budget=budget, keep=_needed_in_archive)
     chart = chart_from_files(_strip_top_directory(files, origin), origin, depth=depth, budget=budget)
     chart.archive = data
     return chart
@@ -150,9 +151,9 @@ def _needed_in_archive(path: str) -> int | None:
 
 
 def _strip_top_directory(files: Files, origin: str) -> Files:
-    tops = {path.split("/", 1)[0] for path in files}
     if not files:
         return {}  # nothing wsm reads: no Chart.yaml, said by the caller
+    tops = {path.split("/", 1)[0] for path in files}
     if len(tops) != 1 or not any("/" in path for path in files):
         raise ChartError(f"{origin}: a chart archive holds one top directory with Chart.yaml in it")
     return {path.split("/", 1)[1]: data for path, data in files.items() if "/" in path}

@@ -66,7 +66,7 @@ def archive_path(chart: Chart, options: FetchOptions) -> Path | None:
     directory = options.cache_dir or default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(chart.archive).hexdigest()
-    name = f"{chart.name}-{chart.version}-{digest[:16]}.tgz"
+    name = f"{chart.name}-{chart.version}-{digest[:16]}.tgz".replace("+", "_")  # SemVer build metadata
     if len(name) > 200:  # Helm allows 250-character names; most file systems stop at 255 bytes
         name = f"{digest}.tgz"
     path = names.inside(directory, names.file_name(name, chart.origin, ChartError), chart.origin, ChartError)
