@@ -89,7 +89,7 @@ def test_secret_lists_are_not_taken_for_images(tmp_path):
     chart = load_chart(build_operator_chart(tmp_path))
     values = {"imagePullSecrets": [{"name": "regcred"}], "image": {"repository": "acme/x", "tag": "1",
                                                                    "pullSecrets": [{"name": "regcred"}]}}
-    found, _ = images_in_values(values, chart, "operator", "", set())
+    found = images_in_values(values, chart, "operator", "", set()).found
     assert [item.reference.canonical for item in found] == ["docker.io/acme/x:1"]
 
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import httpx
 import yaml
@@ -49,6 +49,7 @@ from ._remote import (
     compute_digest,
 )
 from ._versions import highest_matching, is_exact, parse_version
+from ._yaml import INDEX, load_yaml
 
 # The largest index.yaml read: public indexes with thousands of charts reach tens of MiB; more than this is a
 # misconfigured or hostile server. Enforced while the body streams in.
@@ -60,7 +61,6 @@ MAX_CHART_BYTES = MAX_INFLATED_BYTES
 MAX_ANSWER_BYTES = 4 * 1024
 
 REPO_TYPES = ("auto", "chartmuseum", "put")
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml reads a large index far faster
 _ENTRIES_SHOWN = 5  # newest versions or tags named when none matches
 
 
@@ -234,10 +234,7 @@ class ClassicRepository(_Closing):
         answer = self._request("GET", self._index_url, what, limit=MAX_INDEX_BYTES)
         if not answer.complete:
             raise ChartError(f"{what}: index.yaml is larger than {MAX_INDEX_BYTES // 2**20} MiB; refusing to read it")
-        try:
-            index = yaml.load(answer.body, Loader=_YAML_LOADER)
-        except yaml.YAMLError:
-            raise ChartError(f"{what}: index.yaml is not valid YAML") from None
+        index = load_yaml(answer.body, f"{what}: index.yaml", ChartError, INDEX)
         if isinstance(index, dict) and index.get("entries") is None:
             index["entries"] = {}  # a repository with no chart yet
         if not isinstance(index, dict) or not isinstance(index["entries"], dict):
@@ -266,7 +263,7 @@ class ClassicRepository(_Closing):
         name, version = str(metadata["name"]), str(metadata["version"])
         digest = hashlib.sha256(archive).hexdigest()
         filename = f"{name}-{version}.tgz"
-        url = f"{self._base}/{filename}"
+        url = f"{self._base}/{quote(filename, safe='')}"  # names are validated; encoding keeps the URL one path
         index = self._index_or_empty()
         existing = _entry(index, name, version)
         if existing is not None:

@@ -131,7 +131,7 @@ def _references(files: Iterable[Path]) -> list[Reference]:
     found: list[Reference] = []
     for path in files:
         stand_in = Chart(metadata={"name": path.name, "version": "0"}, values={})
-        images, _ = images_in_values(load_values_file(path), stand_in, path.name, "", set())
+        images = images_in_values(load_values_file(path), stand_in, path.name, "", set()).found
         found += [item.reference for item in images if item.reference not in found]
     return found
 

@@ -222,7 +222,7 @@ def run_list(args: argparse.Namespace) -> int:
     platforms = parse_platforms(args.platform)
     release = select_release(args)
     resolution = resolve(release, resolve_options(args, release), fresh=args.resolve)
-    for note in resolution.notes:
+    for note in resolution.notes + _invalid_notes(resolution):
         print(f"wsm: note: {note}", file=sys.stderr)
     if args.why:
         return print_why(resolution, args.why, args.output)
@@ -234,6 +234,10 @@ def run_list(args: argparse.Namespace) -> int:
     else:
         print_data(data, args.output)
     return 0
+
+
+def _invalid_notes(resolution: Resolution) -> list[str]:
+    return [f"invalid image reference, not carried: {invalid.describe()}" for invalid in resolution.invalid]
 
 
 def parse_platforms(values: list[str] | None) -> list[str]:
@@ -249,6 +253,7 @@ def list_data(release: ReleaseManifest, resolution: Resolution, platforms: list[
         "charts": [chart.to_dict() for chart in resolution.charts],
         "images": [image.to_dict() for image in resolution.images],
         "skipped": [skipped.to_dict() for skipped in resolution.skipped],
+        "invalid": [invalid.to_dict() for invalid in resolution.invalid],
         "notes": resolution.notes,
     }
 
@@ -328,6 +333,8 @@ def _add_download(commands: Commands) -> None:
                         help="the registry --username is for (default: the --registry-mirror hosts); "
                              "other registries use ~/.docker/config.json")
     add_quiet_and_output(parser)
+    parser.add_argument("--allow-invalid", action="store_true",
+                        help="go on when values hold image references that do not parse (they are not carried)")
     parser.set_defaults(handler=run_download)
 
 
@@ -365,8 +372,12 @@ def run_download(args: argparse.Namespace) -> int:
     resolution = resolve_for_bundle(release, resolve_options(args, release))
     images = resolution.images
     quiet = args.quiet or args.output == "json"
-    for note in resolution.notes:
+    for note in resolution.notes + _invalid_notes(resolution):
         _say(quiet, f"wsm: note: {note}")
+    if resolution.invalid and not args.allow_invalid:
+        raise WsmError(f"{len(resolution.invalid)} image references in values do not parse "
+                       f"({'; '.join(i.describe() for i in resolution.invalid)}); fix the values, or give "
+                       "--allow-invalid to download the rest")
     mirrors = parse_mirrors(args.registry_mirror)
     options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
     with RegistryClient(options) as client, ProgressBar("download", enabled=show_bar(quiet), leave=True) as bar:

@@ -6,6 +6,8 @@ the pusher can point exactly that node at the internal registry:
 - `{registry: docker.io, repository: bitnami/redis, tag: 7.2.4}` (bitnami; `global.imageRegistry` wins)
 - `image: wandb/local:0.62.2` (a plain string under an image-like key)
 An empty or missing tag means the chart's appVersion, the convention of `helm create`'s templates.
+A node of one of these shapes whose reference does not parse (an upper-case repository, a 200-character tag, a
+malformed digest) is not dropped: it is recorded as `Invalid`, with its path, for the caller to report.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ._chart import Chart
-from ._exceptions import InvalidReference
+from ._exceptions import ChartError, InvalidReference
 from ._model import ImageSource, Method, Shape
 from ._pullsecret import KEYS as PULL_SECRET_KEYS
 from ._reference import Reference, looks_like_reference
 from ._values import join_path
+from ._yaml import load_yaml
 
 _SWITCH_KEYS = ("enabled", "install")
 
@@ -30,6 +31,22 @@ _SWITCH_KEYS = ("enabled", "install")
 class Found:
     reference: Reference
     source: ImageSource
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An image-shaped node whose reference does not parse as Docker's would."""
+
+    text: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Discovered:
+    found: list[Found]
+    skipped: list[Skipped]
+    invalid: list[Invalid]
 
 
 @dataclass(frozen=True)
@@ -43,13 +60,13 @@ class Skipped:
 
 def images_in_values(
     values: dict[str, Any], chart: Chart, chart_path: str, prefix: str, skip_keys: set[str]
-) -> tuple[list[Found], list[Skipped]]:
+) -> Discovered:
     """Images in a chart's own part of the values (`skip_keys`: its sub-charts' keys and `global`)."""
     walker = _Walker(chart, chart_path, values.get("global") or {})
     for key, value in values.items():
         if key not in skip_keys:
-            walker.walk(value, key, join_path(prefix, key), switched_off=None)
-    return walker.found, walker.skipped
+            walker.walk(value, key, join_path(prefix, key))
+    return Discovered(walker.found, walker.skipped, walker.invalid)
 
 
 class _Walker:
@@ -59,22 +76,39 @@ class _Walker:
         self.global_registry = global_values.get("imageRegistry") if isinstance(global_values, dict) else None
         self.found: list[Found] = []
         self.skipped: list[Skipped] = []
+        self.invalid: list[Invalid] = []
 
-    def walk(self, node: object, key: str | int, path: str, switched_off: str | None) -> None:
-        if key in PULL_SECRET_KEYS:
-            return  # `imagePullSecrets: [{name: regcred}]` names secrets, not images
-        if isinstance(node, dict):
-            switched_off = switched_off or _switch_off(node, path)
-            if _is_image_map(node, key):
-                self._image_map(node, path, switched_off)
-                return
-            for child_key, child in node.items():
-                self.walk(child, child_key, join_path(path, child_key), switched_off)
-        elif isinstance(node, list):
-            for index, item in enumerate(node):
-                self.walk(item, key, join_path(path, index), switched_off)
-        elif isinstance(node, str) and _is_image_key(key) and _is_image_string(node):
-            self._add(Reference.parse(node), path, Shape.STRING, None, switched_off)
+    def walk(self, root: object, root_key: str | int, root_path: str) -> None:
+        """Depth first, in document order, with an explicit stack (values may nest as deep as their budget)."""
+        pending: list[tuple[object, str | int, str, str | None]] = [(root, root_key, root_path, None)]
+        while pending:
+            node, key, path, switched_off = pending.pop()
+            if key in PULL_SECRET_KEYS:
+                continue  # `imagePullSecrets: [{name: regcred}]` names secrets, not images
+            children: list[tuple[object, str | int, str, str | None]] = []
+            if isinstance(node, dict):
+                switched_off = switched_off or _switch_off(node, path)
+                if _is_image_map(node, key):
+                    self._image_map(node, path, switched_off)
+                elif _is_invalid_image_map(node, key):
+                    self._invalid(_map_text(node), path, switched_off)
+                else:
+                    children = [(child, k, join_path(path, k), switched_off) for k, child in node.items()]
+            elif isinstance(node, list):
+                children = [(item, key, join_path(path, i), switched_off) for i, item in enumerate(node)]
+            elif isinstance(node, str) and _is_image_key(key) and _is_image_string(node):
+                self._add(Reference.parse(node), path, Shape.STRING, None, switched_off)
+            elif isinstance(node, str) and _is_invalid_image_string(node, key):
+                self._invalid(node, path, switched_off)
+            pending.extend(reversed(children))
+
+    def _invalid(self, text: str, path: str, switched_off: str | None) -> None:
+        if switched_off:
+            return  # a disabled component's images are not carried, valid or not
+        try:
+            Reference.parse(text)
+        except InvalidReference as error:
+            self.invalid.append(Invalid(text, path, error.message))
 
     def _image_map(self, node: dict[str, Any], path: str, switched_off: str | None) -> None:
         repository = str(node.get("repository") or node.get("name") or "").strip()
@@ -88,13 +122,14 @@ class _Walker:
         digest = _scalar(node.get("digest"))
         if not tag and not digest:
             tag, note = self.chart.app_version or "latest", "tag from the chart's appVersion"
-        text = f"{registry}/{repository}" if registry else repository
-        text += f":{tag}" if tag else ""
-        text += f"@{digest}" if digest else ""
+        text = _reference_text(registry, repository, tag, digest)
+        if "{{" in text:
+            return  # a template: helm fills it in, only rendering can tell
         try:
             reference = Reference.parse(text)
         except InvalidReference:
-            return  # a `repository` that is not an image (a git URL, a template): not ours to list
+            self._invalid(text, path, switched_off)
+            return
         self._add(reference, path, shape, note, switched_off, registry_path)
 
     def _add(
@@ -125,6 +160,44 @@ def _is_image_map(node: dict[str, Any], key: str | int) -> bool:
     return any(k in node for k in ("tag", "digest", "registry")) or _is_image_key(key)
 
 
+def _is_invalid_image_map(node: dict[str, Any], key: str | int) -> bool:
+    """An image map (`repository` with a tag, digest or registry) whose repository is not a valid name.
+
+    Only a repository that could be meant as one counts (no template, no URL, no spaces): a `repository` key
+    holding a git URL or a Helm repository is not an image.
+    """
+    repository = node.get("repository")
+    if not isinstance(repository, str) or not _image_like_text(repository):
+        return False
+    return any(k in node for k in ("tag", "digest", "registry")) or _is_image_key(key)
+
+
+def _is_invalid_image_string(text: str, key: str | int) -> bool:
+    # Only under a key that names one image (`image`, `initImage`): `imagePullPolicy` or `imageRegistry` hold
+    # other things, and a string without ':', '/' or '@' is no reference anyone meant.
+    named_image = isinstance(key, str) and key.lower().endswith("image")
+    return named_image and _image_like_text(text) and any(mark in text for mark in ":/@")
+
+
+def _image_like_text(text: str) -> bool:
+    text = text.strip()
+    if not text or "{{" in text or "://" in text or any(c.isspace() for c in text):
+        return False
+    return not (text.startswith("git@") or text.endswith(".git"))  # a git remote, not an image
+
+
+def _map_text(node: dict[str, Any]) -> str:
+    registry = node.get("registry")
+    return _reference_text(str(registry) if registry else None, str(node.get("repository")).strip(),
+                           _scalar(node.get("tag")), _scalar(node.get("digest")))
+
+
+def _reference_text(registry: object, repository: str, tag: str | None, digest: str | None) -> str:
+    text = f"{registry}/{repository}" if registry else repository
+    text += f":{tag}" if tag else ""
+    return text + (f"@{digest}" if digest else "")
+
+
 def _is_image_key(key: str | int) -> bool:
     return isinstance(key, str) and "image" in key.lower()
 
@@ -151,10 +224,7 @@ def images_in_annotation(chart: Chart, chart_path: str, from_values: Sequence[Fo
     text = chart.annotations.get("helm.sh/images")
     if not text:
         return []
-    try:
-        entries = yaml.safe_load(text) or []
-    except yaml.YAMLError:
-        return []
+    entries = load_yaml(text, f"{chart_path}: Chart.yaml annotation helm.sh/images", ChartError) or []
     found = []
     for entry in entries if isinstance(entries, list) else []:
         image = entry.get("image") if isinstance(entry, dict) else None

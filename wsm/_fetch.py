@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _names as names
 from ._chart import Chart
 from ._chartrepo import RepoAuth, open_repository
 from ._exceptions import ChartError
@@ -66,7 +67,10 @@ def archive_path(chart: Chart, options: FetchOptions) -> Path | None:
     directory = options.cache_dir or default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(chart.archive).hexdigest()
-    path = directory / f"{chart.name}-{chart.version}-{digest[:16]}.tgz"
+    name = f"{chart.name}-{chart.version}-{digest[:16]}.tgz".replace("+", "_")  # SemVer build metadata
+    if len(name) > 200:  # Helm allows 250-character names; most file systems stop at 255 bytes
+        name = f"{digest}.tgz"
+    path = names.inside(directory, names.file_name(name, chart.origin, ChartError), chart.origin, ChartError)
     if not path.exists():  # several wsm processes may share the cache: each writes its own partial file
         write_atomically(path, chart.archive, tag=str(os.getpid()))
     return path

@@ -7,7 +7,6 @@ the image overrides; a chart whose defaults have an `airgapped` switch (the W&B 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,16 @@ from typing import Any
 import yaml
 
 from ._chart import Chart
+from ._exceptions import WsmError
 from ._files import write_atomically
 from ._format import one_line
 from ._manifest import ChartEntry, CustomResource, ReleaseManifest
 from ._model import ResolvedImage
+from ._names import inside
 from ._overrides import image_overrides, image_paths
 from ._pullsecret import pull_secret_overrides
 from ._reference import Reference
-from ._values import Values, get_path, merge, set_path
+from ._values import Values, copy_tree, get_path, merge, set_path
 
 PLACEHOLDER = "CHANGE-ME"
 VALUES_DIR = "values"
@@ -91,8 +92,11 @@ def write_install_files(
 
 
 def install_file_path(bundle_dir: Path, entry: ChartEntry) -> Path:
-    """Where the values file or custom resource of `entry` goes."""
-    return bundle_dir / VALUES_DIR / (entry.resource.file if entry.resource is not None else f"{entry.name}.yaml")
+    """Where the values file or custom resource of `entry` goes: inside the bundle's values directory, whatever
+    the names (they come from a manifest the bundle carries)."""
+    if entry.resource is not None:
+        return inside(bundle_dir / VALUES_DIR, entry.resource.file, f"chart {entry.name}: resource.file", WsmError)
+    return inside(bundle_dir / VALUES_DIR, f"{entry.name}.yaml", f"chart {entry.name}", WsmError)
 
 
 def pull_secret_values(
@@ -116,7 +120,7 @@ def chart_overrides(
 
 
 def custom_resource(resource: CustomResource, values: Values, location: ChartLocation) -> dict[str, Any]:
-    document = copy.deepcopy(resource.template)
+    document: dict[str, Any] = copy_tree(resource.template)  # a plain tree: YAML aliases in it are not shared
     chart_ref = {"url": location.repo_url, "name": location.name, "version": location.version}
     set_path(document, resource.chart_path.split("."), chart_ref)
     template_values = get_path(document, resource.values_path) or {}

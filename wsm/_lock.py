@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from . import _names
 from ._exceptions import BundleError, InvalidPlatform, InvalidReference, WsmError
 from ._format import utc_now
 from ._model import ResolvedImage
@@ -163,14 +164,14 @@ class BundleChart:
     def from_dict(cls, data: object, where: str) -> BundleChart:
         read = _Reader(data, where)
         return cls(
-            name=read.string("name"),
-            version=read.string("version"),
+            name=read.checked("name", _names.chart_name),
+            version=read.checked("version", _names.chart_version),
             source=read.string("source"),
             group=read.string("group"),
             file=read.file("file", CHARTS_DIR),
             digest=read.digest("digest"),
             size=read.integer("size"),
-            release=read.optional_string("release"),
+            release=read.optional_string("release") and read.checked("release", _names.release_name),
             in_release=read.boolean("in_release", True),
         )
 
@@ -320,6 +321,14 @@ class _Reader:
         if not isinstance(data, dict):
             self.fail("", f"expected an object, found {type(data).__name__}")
         self.data: Mapping[str, Any] = data
+
+    def checked(self, key: str, validator: Callable[[str, str, type[WsmError]], str]) -> str:
+        """A string that `validator` (one of `_names`) accepts."""
+        text = self.string(key)
+        try:
+            return validator(text, f"{self.where}.{key}", WsmError)
+        except WsmError as error:
+            return self.fail("", error.message)
 
     def fail(self, key: str, problem: str) -> NoReturn:
         place = f"{self.where}.{key}" if key else self.where

@@ -7,17 +7,20 @@ hand-edited manifest is a one-line fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from ._exceptions import ChartError, Hint, InvalidReference, ManifestError
+from . import _names as names
+from ._exceptions import ChartError, Hint, InvalidReference, ManifestError, WsmError
 from ._fetch import ChartSource
 from ._model import ImageSource, ResolvedImage
 from ._redact import redact_url
 from ._reference import Reference
-from ._yaml import load_mapping
+from ._versions import is_exact
+from ._yaml import load_mapping, read_document
 
 if TYPE_CHECKING:
     from ._lock import BundleLock
@@ -102,9 +105,10 @@ class ReleaseManifest:
         if not ref.strip():
             raise ManifestError("the chart reference is empty; give a directory, a .tgz, oci://... or a name")
         if repo:
-            source = ChartSource(chart=ref, version=version, repo=repo)
+            source = ChartSource(chart=names.chart_name(ref, f"chart {ref}", ChartError), version=version, repo=repo)
         elif ref.startswith("oci://"):
-            source = ChartSource(chart=ref.rstrip("/").rsplit("/", 1)[-1], version=version, oci=ref)
+            name = names.chart_name(ref.rstrip("/").rsplit("/", 1)[-1], f"chart {ref}", ChartError)
+            source = ChartSource(chart=name, version=version, oci=ref)
         elif Path(ref).exists():
             from ._chart import load_chart
 
@@ -152,11 +156,11 @@ def load_manifest(path: Path | None = None) -> ReleaseManifest:
         text = resources.files("wsm").joinpath("manifests").joinpath(EMBEDDED).read_text()
         return parse_manifest(text, f"embedded manifest {EMBEDDED}", base=None)
     try:
-        text = Path(path).read_text()
+        text = read_document(Path(path), f"manifest {path}", ManifestError)
     except FileNotFoundError:
         raise ManifestError(f"manifest {path} does not exist; give a path to a release manifest") from None
-    except (IsADirectoryError, UnicodeDecodeError) as error:
-        raise ManifestError(f"manifest {path} cannot be read as text ({type(error).__name__})") from None
+    except OSError as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error.strerror or type(error).__name__})") from None
     return parse_manifest(text, str(path), base=Path(path).resolve().parent)
 
 
@@ -195,14 +199,16 @@ def _source_at(location: str, chart: str, version: str) -> ChartSource:
 
 def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntry:
     item = check.mapping(item, key, _CHART_KEYS)
-    name = check.string(item, f"{key}.name")
+    name = check.name(item, f"{key}.name", names.chart_name)
     places = [k for k in ("repo", "oci", "path") if item.get(k)]
     if len(places) != 1:
         check.fail(key, "give exactly one of `repo` (classic Helm repository URL), `oci` (oci://...) or `path`")
-    chart_name = str(item.get("chart") or name)
+    chart_name = check.name(item, f"{key}.chart", names.chart_name) if item.get("chart") else name
     version = item.get("version")
     if version is not None:
         version = str(version)
+        if is_exact(version):
+            check.name(item, f"{key}.version", names.chart_version)
     if places[0] != "path" and not version:
         check.fail(f"{key}.version", "a version or a range (e.g. '1.2.3', '^1.2') is required")
     source = ChartSource(
@@ -216,6 +222,9 @@ def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntr
     if install not in _INSTALL_KINDS:
         check.fail(f"{key}.install", f"must be one of {', '.join(sorted(_INSTALL_KINDS))}")
     resource = _resource(check, item.get("resource"), f"{key}.resource", name)
+    release = check.name(item, f"{key}.release", names.release_name) if item.get("release") else None
+    if release is None:  # the chart's name is its release name
+        check.name(item, f"{key}.name", names.release_name, "(the release name when `release` is not given)")
     if resource is not None and install != "operator":
         check.fail(f"{key}.resource", "goes with `install: operator`")
     return ChartEntry(
@@ -224,8 +233,8 @@ def _chart(check: _Checker, item: Any, key: str, base: Path | None) -> ChartEntr
         group=str(item.get("group") or name),
         source=source,
         values=check.mapping(item.get("values") or {}, f"{key}.values", None),
-        release=str(item["release"]) if item.get("release") else None,
-        namespace=str(item.get("namespace") or "default"),
+        release=release,
+        namespace=check.name(item, f"{key}.namespace", names.namespace) if item.get("namespace") else "default",
         install=install,
     )
 
@@ -239,7 +248,7 @@ def _resource(check: _Checker, data: Any, key: str, chart: str) -> CustomResourc
         if not template.get(field_name):
             check.fail(f"{key}.template.{field_name}", "is required")
     return CustomResource(
-        file=str(data.get("file") or f"{chart}-cr.yaml"),
+        file=check.name(data, f"{key}.file", names.file_name) if data.get("file") else f"{chart}-cr.yaml",
         template=template,
         chart_path=str(data.get("chartPath") or "spec.chart"),
         values_path=str(data.get("valuesPath") or "spec.values"),
@@ -327,6 +336,11 @@ class _Checker:
             if unknown:
                 self.fail(f"{key}.{unknown[0]}" if key else unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return cast(dict[str, Any], value)  # YAML mapping keys are strings in every manifest we accept
+
+    def name(self, data: dict[str, Any], key: str, validator: Callable[[str, str, type[WsmError]], str],
+             use: str = "") -> str:
+        """A required string that `validator` (one of `_names`) accepts; `use` says what it serves as."""
+        return validator(self.string(data, key), f"{self.origin}: {key}{' ' + use if use else ''}", ManifestError)
 
     def sequence(self, data: dict[str, Any], key: str, optional: bool = False) -> list[Any]:
         value = data.get(key.rsplit(".", 1)[-1])

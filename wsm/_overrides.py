@@ -23,7 +23,7 @@ from ._model import ImageSource, ResolvedImage, Shape
 from ._pullsecret import ImagePath
 from ._reference import Reference
 from ._values import Values, merge, set_path
-from ._yaml import describe
+from ._yaml import describe, load_yaml, read_document
 
 
 def image_overrides(
@@ -88,11 +88,15 @@ def rewrite_values_file(path: Path, overrides: Values) -> Path:
 
     yaml_rt = YAML()
     yaml_rt.preserve_quotes = True
+    where = f"values file {path}"
     try:
-        original = path.read_text()
+        original = read_document(path, where, ValuesError)
+        load_yaml(original, where, ValuesError)  # the budgets first: ruamel.yaml has none of its own
         document = yaml_rt.load(original) or {}
     except FileNotFoundError:
         raise ValuesError(f"values file {path} does not exist") from None
+    except OSError as error:
+        raise ValuesError(f"{where} cannot be read ({error.strerror})") from None
     except YAMLError as error:
         raise ValuesError(f"values file {path}: malformed YAML{describe(error)}") from None
     if not isinstance(document, dict):

@@ -66,7 +66,9 @@ class Reference:
     def familiar(self) -> str:
         """The short form people write: `redis:7`, `wandb/local:0.62.2`, `quay.io/prometheus/prometheus:v2`."""
         name = self.name
-        if self.registry == DOCKER_HUB:
+        first = self.repository.split("/", 1)[0]
+        # `docker.io/0.0/x` stays whole: without the host, `0.0` would read as a registry (found by fuzzing).
+        if self.registry == DOCKER_HUB and not (any(c in first for c in ".:") or first == "localhost"):
             name = self.repository.removeprefix("library/") if self.repository.count("/") == 1 else self.repository
         return name + self._suffix()
 

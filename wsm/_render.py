@@ -19,6 +19,7 @@ import yaml
 
 from ._exceptions import Hint, RenderError
 from ._reference import Reference, looks_like_reference
+from ._yaml import load_yaml
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
@@ -97,11 +98,8 @@ def _documents(text: str) -> Iterator[tuple[str, object]]:
             if line.startswith("# Source: "):
                 source = line.removeprefix("# Source: ").strip()
                 break
-        try:
-            document: object = yaml.safe_load(chunk)
-        except yaml.YAMLError as error:
-            raise RenderError(f"helm template produced YAML wsm cannot read in {source}: {error}") from None
-        yield source, document
+        # Templates are upstream content too: their output gets the same budget as any document wsm reads.
+        yield source, load_yaml(chunk, f"helm template output {source}", RenderError)
 
 
 def _images_in(node: object) -> Iterator[str]:

@@ -35,11 +35,28 @@ class SkippedImage:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class InvalidImage:
+    """An image-shaped values node whose reference does not parse: reported, never silently dropped."""
+
+    chart: str
+    image: str
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def describe(self) -> str:
+        return f"{self.chart}: values path {self.path}: {self.reason}"
+
+
 @dataclass
 class Resolution:
     images: list[ResolvedImage]
     charts: list[ResolvedChart]
     skipped: list[SkippedImage] = field(default_factory=list)
+    invalid: list[InvalidImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_lock: bool = False
 
@@ -64,6 +81,7 @@ class Resolution:
 class _ChartResult:
     found: list[Found] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)
+    invalid: list[InvalidImage] = field(default_factory=list)
 
 
 # --- one chart -----------------------------------------------------------------------------------------------
@@ -84,9 +102,10 @@ def images_of_chart(chart: Chart, values: Values, label: str) -> _ChartResult:
 def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[str, Any], result: _ChartResult) -> None:
     subcharts = _subchart_values(chart, values, label)
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
-    found, skipped = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
-    result.found += found + images_in_annotation(chart, label, found)
-    result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in skipped]
+    discovered = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
+    result.found += discovered.found + images_in_annotation(chart, label, discovered.found)
+    result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in discovered.skipped]
+    result.invalid += [InvalidImage(label, i.text, i.path, i.reason) for i in discovered.invalid]
     for key, (dependency, sub, sub_vals) in subcharts.items():
         path = join_path(prefix, key)
         reason = _disabled_reason(dependency, view, tags) if dependency else None
@@ -184,6 +203,7 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
             chart_found = _with_render(entry, location, values, chart_found, resolution, options)
         found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in chart_found]
         resolution.skipped += result.skipped
+        resolution.invalid += result.invalid
         resolution.charts.append(resolved_chart)
     resolution.images = merge_images([*found, *_extra_images(manifest)])
     return resolution

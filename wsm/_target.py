@@ -50,9 +50,12 @@ class TargetRegistry:
 def load_mapping(path: Path) -> dict[str, str]:
     """A YAML mapping `source name -> target name`, both `registry/path` without tag."""
     try:
-        data = _yaml.load_mapping(path.read_text(), f"mapping file {path}", WsmError)
+        text = _yaml.read_document(path, f"mapping file {path}", WsmError)
     except FileNotFoundError:
         raise WsmError(f"mapping file {path} does not exist") from None
+    except OSError as error:
+        raise WsmError(f"mapping file {path} cannot be read ({error.strerror})") from None
+    data = _yaml.load_mapping(text, f"mapping file {path}", WsmError)
     names = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
     if len(names) != len(data):
         raise WsmError(f"mapping file {path}: expected a mapping of source image names to target image names")

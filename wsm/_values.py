@@ -7,39 +7,78 @@ overlaid by the parent's values under its name or alias, and the parent's `globa
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import ValuesError
-from ._yaml import load_mapping
+from ._limits import MAX_VALUES_DEPTH
+from ._yaml import load_mapping, read_document
 
 Values = dict[str, Any]
 
 
 def merge(base: Values, override: Values) -> Values:
     """Deep merge of two user layers (as `helm -f a -f b`): maps merge, anything else in `override` wins."""
-    result = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
+    result: Values = copy_tree(base)
+    pending = [(result, override, 1)]
+    while pending:  # iterative: a hostile document's depth must not reach Python's recursion limit
+        target, layer, depth = pending.pop()
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                _check_depth(depth + 1)
+                pending.append((target[key], value, depth + 1))
+            else:
+                target[key] = copy_tree(value, depth)
     return result
 
 
 def coalesce(values: Values, defaults: Values) -> Values:
     """`values` over `defaults`: missing keys come from defaults, a `None` in `values` removes the default."""
-    result = copy.deepcopy(values)
-    for key, default in defaults.items():
-        if key not in result:
-            result[key] = copy.deepcopy(default)
-        elif result[key] is None:
-            del result[key]
-        elif isinstance(result[key], dict) and isinstance(default, dict):
-            result[key] = coalesce(result[key], default)
-    return {key: value for key, value in result.items() if value is not None or key not in defaults}
+    result: Values = copy_tree(values)
+    pending = [(result, defaults, 1)]
+    while pending:
+        target, layer, depth = pending.pop()
+        for key, default in layer.items():
+            if key not in target:
+                target[key] = copy_tree(default, depth)
+            elif target[key] is None:
+                del target[key]
+            elif isinstance(target[key], dict) and isinstance(default, dict):
+                _check_depth(depth + 1)
+                pending.append((target[key], default, depth + 1))
+        for key in [key for key, value in target.items() if value is None and key in layer]:
+            del target[key]
+    return result
+
+
+def copy_tree(value: Any, depth: int = 0) -> Any:
+    """A deep copy that shares nothing (YAML aliases load as shared objects), built without recursion.
+
+    `depth` is how deep `value` sits; a result nesting past MAX_VALUES_DEPTH (or a cycle) raises ValuesError.
+    """
+    if not isinstance(value, (dict, list)):
+        return value
+    root: Any = {} if isinstance(value, dict) else []
+    pending = [(value, root, depth + 1)]
+    while pending:
+        source, target, level = pending.pop()
+        _check_depth(level)
+        for key, child in (source.items() if isinstance(source, dict) else enumerate(source)):
+            copied = child
+            if isinstance(child, (dict, list)):
+                copied = {} if isinstance(child, dict) else []
+                pending.append((child, copied, level + 1))
+            if isinstance(target, dict):
+                target[key] = copied
+            else:
+                target.append(copied)
+    return root
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_VALUES_DEPTH:
+        raise ValuesError(f"values nest deeper than {MAX_VALUES_DEPTH} levels; refusing to use them")
 
 
 def sub_values(parent: Values, key: str, sub_defaults: Values) -> Values:
@@ -53,11 +92,14 @@ def sub_values(parent: Values, key: str, sub_defaults: Values) -> Values:
 
 
 def load_values_file(path: Path) -> Values:
+    where = f"values file {path}"
     try:
-        text = path.read_text()
+        text = read_document(path, where, ValuesError)
     except FileNotFoundError:
         raise ValuesError(f"values file {path} does not exist") from None
-    return load_mapping(text, f"values file {path}", ValuesError)
+    except OSError as error:
+        raise ValuesError(f"{where} cannot be read ({error.strerror})") from None
+    return load_mapping(text, where, ValuesError)
 
 
 # --- `--set` expressions ------------------------------------------------------------------------------------
@@ -76,6 +118,8 @@ def parse_set(expression: str, *, strings: bool = False) -> Values:
             raise ValuesError(f"set expression {expression!r}: {assignment!r} is not key=value")
         value = _set_value(raw, strings)
         keys = [part.replace("\\.", ".") for part in _split_unescaped(key, ".")]
+        if len(keys) > MAX_VALUES_DEPTH:
+            raise ValuesError(f"set expression {assignment[:60]!r}...: more than {MAX_VALUES_DEPTH} keys deep")
         set_path(result, keys, value, expression)
     return result
 
