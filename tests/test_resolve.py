@@ -124,9 +124,11 @@ def test_render_agrees_with_helm_template(platform_dir):
     init = resolution.image("docker.io/library/busybox:1.36")
     assert {s.template for s in init.sources} == {"platform/charts/app/templates/deployment.yaml",
                                                    "platform/charts/console/templates/deployment.yaml"}
-    only_render = [n for n in resolution.notes if "found only by rendering" in n]
-    assert len(only_render) == 2
-    assert not [n for n in resolution.notes if "found only in values" in n]
+    hardcoded = [n for n in resolution.notes if "is hard-coded in the templates" in n]
+    assert len(hardcoded) == 2
+    assert {i.reference.canonical for i in resolution.images if i.hardcoded} == {
+        "docker.io/library/busybox:1.36", "docker.io/library/alpine:3.19"}
+    assert not [n for n in resolution.notes if "never render" in n]
 
 
 @pytest.mark.helm

@@ -346,11 +346,13 @@ def run_download(args: argparse.Namespace) -> int:
 
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
     release = select_release(args)
-    resolution = resolve_for_bundle(release, resolve_options(args, release))
-    images = resolution.images
+    how = resolve_options(args, release)
+    resolution = resolve_for_bundle(release, how)
+    images = resolution.to_download()
     quiet = args.quiet or args.output == "json"
     for note in resolution.notes:
         _say(quiet, f"wsm: note: {note}")
+    _say(quiet, f"wsm: note: {prove_before_download(release, resolution, how)}")
     mirrors = parse_mirrors(args.registry_mirror)
     options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
     with RegistryClient(options) as client, ProgressBar("download", enabled=show_bar(quiet), leave=True) as bar:
@@ -364,6 +366,16 @@ def run_download(args: argparse.Namespace) -> int:
     else:
         _print_download_summary(report)
     return 0 if report.ok else 1
+
+
+def prove_before_download(release: ReleaseManifest, resolution: Resolution, options: ResolveOptions) -> str:
+    """The values push will write, rendered under a stand-in registry before any image is fetched."""
+    from ._proof import helm_available, proof_summary, prove_mapping
+
+    if resolution.from_lock or not helm_available(options.helm):
+        return "helm not found: the values were not rendered to prove that they point every image inside"
+    proofs = prove_mapping(release, resolution.charts, resolution.to_download(), options.user_values, options.helm)
+    return proof_summary(proofs)
 
 
 def download_credentials(args: argparse.Namespace, mirrors: dict[str, str]) -> dict[str, Any]:
@@ -496,6 +508,8 @@ def _add_push(commands: Commands) -> None:
                         help="site keys (host, license, ...) merged into the written values")
     parser.add_argument("--concurrency", type=_positive, default=4, metavar="N", help="images pushed at once")
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent; change nothing")
+    parser.add_argument("--helm", metavar="PATH",
+                        help="helm, to prove the written values by rendering (default: $WSM_HELM, then PATH)")
     add_transport_options(parser, credentials=True)
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_push)
@@ -512,7 +526,7 @@ def run_push(args: argparse.Namespace) -> int:
         site_values={name: load_values_file(path) for name, path in
                      _chart_files(args.site_values, bundle.release, "--site-values").items()},
         user_values_files=_chart_files(args.values, bundle.release, "--values"),
-        repo_auth=RepoAuth(args.username, password),
+        repo_auth=RepoAuth(args.username, password), helm=args.helm,
     )
     quiet = args.quiet or args.output == "json"
     with RegistryClient(registry_options(args, username=args.username, password=password)) as client, \
@@ -588,6 +602,8 @@ def _print_push(report: PushReport) -> None:
           f"{totals['blobs_present']} blobs already there, {totals['blobs_mounted']} mounted")
     for path in report.files:
         print(f"wrote {path}")
+    if report.proof:
+        print(f"proof: {report.proof}")
     for job in report.failures:
         print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
 

@@ -22,13 +22,14 @@ from ._chartrepo import ChartRepository, RepoAuth, open_repository
 from ._exceptions import BundleError, Hint, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
-from ._install import ChartLocation, chart_overrides, write_install_files
+from ._install import ChartLocation, InstallFile, chart_overrides, write_install_files
 from ._layout import blob_member, tar_members
 from ._lock import BundleImage
 from ._manifest import ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._proof import helm_available, proof_summary, prove_install
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import MovedChart, MovedImage, runbook
@@ -243,6 +244,7 @@ class PushOptions:
     site_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name
     user_values_files: Mapping[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
+    helm: str | None = None  # the helm binary for the proof (default: $WSM_HELM, then helm on PATH)
 
 
 @dataclass
@@ -254,6 +256,7 @@ class PushReport:
     files: list[str]
     runbook: str | None
     dry_run: bool
+    proof: str | None = None  # what rendering with the written values proved, or why it was skipped
 
     @property
     def failures(self) -> list[ImagePush]:
@@ -269,6 +272,7 @@ class PushReport:
             "images": [job.to_dict(describe) for job in self.images],
             "charts": [chart.to_dict() for chart in self.charts],
             "files": self.files,
+            "proof": self.proof,
         }
 
 
@@ -291,6 +295,7 @@ def push_release(
     if options.dry_run or not options.helm_repo or not release.charts:
         return report
     files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values)
+    report.proof = _prove(bundle, release, files, images, targets, options.helm)
     rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
                  options.user_values_files.items()]
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
@@ -298,6 +303,18 @@ def push_release(
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
     return report
+
+
+def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], images: Sequence[ResolvedImage],
+           targets: Mapping[Reference, Reference], helm: str | None) -> str:
+    """Render each chart with the values just written; ProofFailed names any image that is not internal."""
+    if not helm_available(helm):
+        return "skipped: helm was not found, so the written values were not rendered to prove them"
+    by_name = {c.name: c for c in bundle.lock.release_charts()}
+    archives = {entry.name: bundle.path(by_name[entry.source.chart]) for entry in release.charts
+                if entry.source.chart in by_name}
+    proofs = prove_install(release, files, archives, images, targets, helm)
+    return proof_summary(proofs)
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],

@@ -8,10 +8,11 @@ add the manifest's extra images. Offline, the manifest's lock stands in for all 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._bind import ChartBinding, RenderedImage, bind_chart
 from ._chart import Chart, Dependency
 from ._discover import Found, images_in_annotation, images_in_values
 from ._exceptions import ChartError, Hint
@@ -19,7 +20,7 @@ from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
 from ._reference import Reference
-from ._render import render_images
+from ._render import find_helm
 from ._values import Values, coalesce, get_path, join_path, merge, sub_values
 
 
@@ -41,6 +42,10 @@ class Resolution:
     skipped: list[SkippedImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_lock: bool = False
+
+    def to_download(self) -> list[ResolvedImage]:
+        """The images a bundle carries: every rendered one and the manifest's extras, not the unused."""
+        return [image for image in self.images if not image.unused]
 
     def image(self, text: str) -> ResolvedImage | None:
         """The image `text` names: exactly, or (without a tag) by name or last path component when unique."""
@@ -160,7 +165,9 @@ def resolve_for_bundle(manifest: ReleaseManifest, options: ResolveOptions = Reso
     image the manifest's lock names that resolving did not find: nothing is dropped."""
     resolution = resolve(manifest, options, fresh=True)
     if manifest.lock is not None:
-        resolution.images = merge_images([*resolution.images, *from_lock(manifest).images])
+        unused = {image.reference for image in resolution.images if image.unused}
+        merged = merge_images([*resolution.images, *from_lock(manifest).images])
+        resolution.images = [replace(i, unused=True) if i.reference in unused else i for i in merged]
     return resolution
 
 
@@ -175,13 +182,13 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
         resolved_chart = _resolved_chart(entry, chart, options.fetch)
-        chart_found = result.found
-        if options.render:
+        if options.render or find_helm(options.helm) is not None:
             location = resolved_chart.archive or entry.source.path
             if location is None:
                 raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
-            chart_found = _with_render(entry, location, values, chart_found, resolution, options)
-        found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in chart_found]
+            found += _bound_images(entry, chart, location, values, result.found, resolution, options)
+        else:
+            found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in result.found]
         resolution.skipped += result.skipped
         resolution.charts.append(resolved_chart)
     resolution.images = merge_images([*found, *_extra_images(manifest)])
@@ -243,29 +250,56 @@ def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> Res
     )
 
 
-def _with_render(
-    entry: ChartEntry, location: Path, values: Values, found: list[Found], resolution: Resolution,
+def _bound_images(
+    entry: ChartEntry, chart: Chart, location: Path, values: Values, found: list[Found], resolution: Resolution,
     options: ResolveOptions,
-) -> list[Found]:
-    """Add `helm template`'s images (of the chart at `location`) to `found`; note what only one method found."""
-    rendered = render_images(
-        location, values, release=entry.release or entry.name, namespace=entry.namespace, helm=options.helm
-    )
-    by_values = {item.reference for item in found}
-    by_render = {item.reference for item in rendered}
-    result = list(found)
-    for item in rendered:
-        source = ImageSource(entry.name, Method.RENDER, template=item.template, note=f"kind {item.kind}")
-        result.append(Found(item.reference, source))
-    for reference in sorted(by_render - by_values):
-        templates = sorted({i.template for i in rendered if i.reference == reference})
-        resolution.notes.append(
-            f"{entry.name}: {reference.canonical} found only by rendering ({', '.join(templates)}): no values path "
-            "sets it, so the pusher cannot point it at the internal registry"
-        )
-    for reference in sorted(by_values - by_render):
-        resolution.notes.append(
-            f"{entry.name}: {reference.canonical} found only in values: the templates do not render it with these "
-            "values (kept, in case an operator or a disabled switch uses it)"
-        )
-    return result
+) -> list[ResolvedImage]:
+    """The chart's images as rendering shows them, each bound to the values paths that make it (differential
+    rendering); what values found but the templates never render is marked unused."""
+    bound = bind_chart(location, chart, values, chart_name=entry.name, release=entry.release or entry.name,
+                       namespace=entry.namespace, helm=options.helm)
+    occurrences: dict[Reference, list[RenderedImage]] = {}
+    for item in bound.images:
+        occurrences.setdefault(item.reference, []).append(item)
+    attached: set[int] = set()
+    images = []
+    for reference, items in occurrences.items():
+        paths = {p.path for item in items if item.binding for p in item.binding.paths}
+        sources: list[ImageSource] = []
+        for index, candidate in enumerate(found):
+            if candidate.reference == reference or _covers(candidate.source.path, paths):
+                attached.add(index)
+                sources.append(_as_found_for(candidate, reference))
+        sources += [ImageSource(entry.name, Method.RENDER, template=item.template,
+                                note=f"kind {item.kind}, {item.field}" + (f"; {item.note}" if item.note else ""))
+                    for item in items]
+        bindings = tuple(dict.fromkeys(item.binding for item in items if item.binding))
+        hardcoded = any(item.binding is None for item in items)
+        images.append(ResolvedImage(reference, entry.group, tuple(dict.fromkeys(sources)), bindings, hardcoded))
+    unused = [candidate for index, candidate in enumerate(found) if index not in attached]
+    images += [ResolvedImage(c.reference, entry.group, (c.source,), unused=True) for c in unused]
+    resolution.notes += _binding_notes(entry.name, bound, images)
+    return merge_images(images)
+
+
+def _covers(path: str | None, bound: set[str]) -> bool:
+    return path is not None and any(p == path or p.startswith(path + ".") for p in bound)
+
+
+def _as_found_for(candidate: Found, reference: Reference) -> ImageSource:
+    if candidate.reference == reference:
+        return candidate.source
+    note = f"the values alone read {candidate.reference.canonical}; the templates render {reference.canonical}"
+    return replace(candidate.source, note=note)
+
+
+def _binding_notes(chart: str, bound: ChartBinding, images: list[ResolvedImage]) -> list[str]:
+    notes = [f"{chart}: differential rendering: {bound.renders} helm renders for {bound.candidates} candidate "
+             f"values paths"]
+    notes += [f"{chart}: {image.reference.canonical} is hard-coded in the templates: no values path moves it"
+              for image in images if image.hardcoded]
+    notes += [f"{chart}: {image.reference.canonical} is in the values but the templates never render it: unused, "
+              "not downloaded" for image in images if image.unused]
+    notes += [f"{chart}: setting {path} to a marker makes helm fail: what it renders is unknown"
+              for path in bound.unprobed]
+    return notes
