@@ -103,7 +103,7 @@ def test_dependency_not_vendored_is_a_clear_error(platform_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(platform_dir, broken)
     (broken / "charts" / "redis-18.19.4.tgz").unlink()
-    with pytest.raises(ChartError, match="dependency 'redis' is not vendored.*helm dependency build"):
+    with pytest.raises(ChartError, match=r"platform > redis \(redis 18.x\): dependency 'redis' is enabled but not vendored.*helm dependency build.*redis.install false"):
         resolve_release(release(broken))
 
 

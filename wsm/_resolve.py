@@ -68,6 +68,7 @@ class Resolution:
 class _ChartResult:
     found: list[Found] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 # --- one chart -----------------------------------------------------------------------------------------------
@@ -86,8 +87,9 @@ def images_of_chart(chart: Chart, values: Values, label: str) -> _ChartResult:
 
 
 def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[str, Any], result: _ChartResult) -> None:
-    subcharts = _subchart_values(chart, values, label)
+    subcharts = _subchart_values(chart, values)
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
+    _check_missing(chart, view, label, prefix, tags, result)
     found, skipped = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
     result.found += found + images_in_annotation(chart, label, found)
     result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in skipped]
@@ -100,18 +102,37 @@ def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[s
         _walk(sub, sub_vals, f"{label}/{key}", path, tags, result)
 
 
-def _subchart_values(chart: Chart, values: Values, label: str) -> dict[str, tuple[Dependency | None, Chart, Values]]:
-    """Each sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
+def _check_missing(chart: Chart, view: Values, label: str, prefix: str, tags: Mapping[str, Any],
+                   result: _ChartResult) -> None:
+    """A dependency not vendored in charts/: skipped with a note when it is disabled (helm renders without it),
+    an error naming its place in the chart tree when it is enabled."""
+    for dependency in chart.dependencies:
+        if dependency.name in chart.subcharts:
+            continue
+        where = " > ".join([*label.split("/"), dependency.key])
+        what = f"{where} ({dependency.name} {dependency.version or 'any version'})"
+        reason = _disabled_reason(dependency, view, tags)
+        if reason is None:
+            switch = f", or disable it ({dependency.condition} false)" if dependency.condition else ""
+            raise ChartError(
+                f"{what}: dependency {dependency.name!r} is enabled but not vendored in charts/; run `helm "
+                f"dependency build` on the chart that declares it{switch}"
+            )
+        path = join_path(prefix, dependency.key)
+        result.skipped.append(SkippedImage(f"{label}/{dependency.key}", None, path,
+                                           f"{reason}; not vendored, so its images are not known"))
+        result.notes.append(f"{what} is disabled ({reason}) and not vendored: skipped")
+
+
+def _subchart_values(chart: Chart, values: Values) -> dict[str, tuple[Dependency | None, Chart, Values]]:
+    """Each vendored sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
     result: dict[str, tuple[Dependency | None, Chart, Values]] = {}
     listed = set()
     for dependency in chart.dependencies:
         sub = chart.subcharts.get(dependency.name)
-        if sub is None:
-            raise ChartError(
-                f"{label}: dependency {dependency.name!r} is not vendored in charts/; run `helm dependency build` "
-                "on the chart (packaged charts from a repository always carry their dependencies)"
-            )
         listed.add(dependency.name)
+        if sub is None:
+            continue  # _check_missing says what that means
         result[dependency.key] = (dependency, sub, sub_values(values, dependency.key, sub.values))
     for name, sub in chart.subcharts.items():
         if name not in listed:  # vendored but not declared: Helm always includes it
@@ -190,6 +211,7 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         else:
             found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in result.found]
         resolution.skipped += result.skipped
+        resolution.notes += result.notes
         resolution.charts.append(resolved_chart)
     resolution.images = merge_images([*found, *_extra_images(manifest)])
     return resolution

@@ -1,0 +1,175 @@
+"""Differential rendering on synthetic charts, judged by a real `helm template`: every rendered image bound to
+the values paths that make it, the overrides solved from the binding rendering exactly the internal images with
+the upstream tags, unused and hard-coded images marked, and the bundle set equal to the rendered set."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charts import build_bind_chart, build_platform_chart
+from servers import helm_binary, run_helm
+from support import wsm
+from wsm import ChartError, ProofFailed
+from wsm._install import chart_overrides
+from wsm._manifest import parse_manifest
+from wsm._model import Binding, BoundPath, ResolvedImage, Role
+from wsm._proof import prove_mapping
+from wsm._reference import Reference
+from wsm._resolve import Resolution, ResolveOptions, resolve_release
+from wsm._target import TargetRegistry, plan_targets
+from wsm._values import merge
+
+pytestmark = pytest.mark.helm
+
+SITE = "registry.corp:5000/site"
+HARDCODED = "docker.io/library/busybox:1.36"
+# What `helm template` renders for the stack chart with its defaults, in the form it renders it.
+RENDERED = {
+    "quay.io/prometheus/node-exporter:v1.6.1": "quay.io/prometheus/node-exporter:v1.6.1",
+    "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.10.0":
+        "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.10.0",
+    "docker.io/bitnami/postgresql:16.1.0": "docker.io/bitnami/postgresql:16.1.0",
+    "docker.io/acme/app:9.9.9": "acme/app:9.9.9",
+    "docker.io/acme/sidecar:3.1": "acme/sidecar:3.1",
+    "docker.io/acme/helper:2.0": "acme/helper:2.0",
+    "ghcr.io/acme/cm:1.2": "ghcr.io/acme/cm:1.2",
+    "quay.io/prometheus/prometheus:v2.48.0": "quay.io/prometheus/prometheus:v2.48.0",
+    "docker.io/acme/tester:0.1": "acme/tester:0.1",
+    HARDCODED: "busybox:1.36",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Path:
+    return build_bind_chart(tmp_path_factory.mktemp("bind"))
+
+
+def release(chart: Path, values: str = "{}"):
+    text = f"apiVersion: wsm/v1\nkind: Release\nname: s\ncharts:\n  - {{name: stack, group: Stack, path: {chart}, " \
+           f"namespace: ns, values: {values}}}\n"
+    return parse_manifest(text, "s.yaml", base=None)
+
+
+def resolved(chart: Path, values: str = "{}") -> Resolution:
+    return resolve_release(release(chart, values), ResolveOptions(helm=helm_binary()))
+
+
+def site_values(chart: Path, resolution: Resolution, values: str = "{}") -> tuple[dict, dict[Reference, Reference]]:
+    """What push writes for the chart: the release's values and the overrides solved from the binding."""
+    images = resolution.to_download()
+    targets = plan_targets([image.reference for image in images], TargetRegistry.parse(SITE))
+    overrides, _ = chart_overrides(images, targets, "stack", None)
+    return merge(yaml.safe_load(values), overrides), targets
+
+
+def helm_template(chart: Path, values: dict, home: Path) -> str:
+    values_file = home / "values.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    values_file.write_text(yaml.safe_dump(values))
+    return run_helm(home, "template", "r", str(chart), "-n", "ns", "-f", str(values_file)).stdout
+
+
+def occurs(text: str, output: str) -> bool:
+    """`text` stands on its own in `output` (not as the tail of a longer, internal name)."""
+    return re.search(rf"(?<![\w./:-]){re.escape(text)}(?![\w./:@-])", output) is not None
+
+
+def test_each_rendered_image_is_bound_to_the_values_that_make_it(stack):
+    resolution = resolved(stack)
+    bindings = {image.reference.canonical: image.bindings for image in resolution.images}
+    transformations = {name: [(b.field, b.transformation) for b in found] for name, found in bindings.items()}
+    assert transformations["quay.io/prometheus/node-exporter:v1.6.1"] == [
+        ("container", "<node-exporter.image.registry>/<node-exporter.image.repository>:<node-exporter.image.tag>")]
+    assert transformations["registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.10.0"] == [
+        ("container", "<ksm.image.repository>:v<ksm.image.tag>")]
+    assert transformations["docker.io/bitnami/postgresql:16.1.0"] == [
+        ("container", "<primary.image.registry>/<primary.image.repository>:<primary.image.tag>")]
+    assert transformations["docker.io/acme/app:9.9.9"] == [("container", "<app.image.repository>:<app.image.tag>")]
+    assert transformations["docker.io/acme/sidecar:3.1"] == [("args", "<sidecar.image.repository>:<sidecar.image.tag>")]
+    assert transformations["docker.io/acme/helper:2.0"] == [("env", "<helper.image>")]
+    assert transformations["ghcr.io/acme/cm:1.2"] == [("configmap", "<cm.image.registry>/<cm.image.repository>:<cm.image.tag>")]
+    assert transformations["quay.io/prometheus/prometheus:v2.48.0"] == [
+        ("custom-resource", "<prom.image.registry>/<prom.image.repository>:<prom.image.tag>")]
+    assert transformations["docker.io/acme/tester:0.1"] == [("container", "<test.image>")]
+    tester = resolution.image("docker.io/acme/tester:0.1")
+    assert tester is not None and "templates/test-hook.yaml" in tester.bindings[0].location
+    # How each was found: the values walk guessed node-exporter's tag without the "v"; rendering corrected it.
+    node_exporter = resolution.image("quay.io/prometheus/node-exporter:v1.6.1")
+    assert node_exporter is not None and node_exporter.found_by.value == "both"
+    assert "the values alone read quay.io/prometheus/node-exporter:1.6.1" in node_exporter.sources[0].note
+    assert resolution.image("docker.io/acme/app:9.9.9").found_by.value == "render"  # a tpl tag: values cannot read it
+    # A handful of renders for all candidate paths: the baseline and one with every sentinel.
+    assert "2 helm renders for 22 candidate values paths" in " ".join(resolution.notes)
+
+
+def test_unused_and_hardcoded_images_are_marked_and_the_bundle_holds_the_rendered_set(stack):
+    resolution = resolved(stack)
+    unused = {image.reference.canonical for image in resolution.images if image.unused}
+    hardcoded = {image.reference.canonical for image in resolution.images if image.hardcoded}
+    assert unused == {"docker.io/acme/exporter:1.0"}  # `exporters.install` true, its template tests `.enabled`
+    assert hardcoded == {HARDCODED}
+    assert {image.reference.canonical for image in resolution.to_download()} == set(RENDERED)
+    # Helm itself renders exactly that set.
+    output = helm_template(stack, {}, stack.parent / "helm-defaults")
+    assert all(occurs(text, output) for text in RENDERED.values())
+    assert not occurs("acme/exporter:1.0", output)
+
+
+def test_helm_renders_only_internal_images_with_the_upstream_tags(stack, tmp_path):
+    resolution = resolved(stack)
+    values, targets = site_values(stack, resolution)
+    # "v" + value: the tag is written without its "v", so that helm renders the upstream tag.
+    assert values["ksm"]["image"]["tag"] == "2.10.0"
+    assert values["node-exporter"]["image"] == {"registry": "registry.corp:5000", "repository":
+                                                "site/prometheus/node-exporter", "tag": "v1.6.1"}
+    output = helm_template(stack, values, tmp_path)
+    for source, rendered_text in RENDERED.items():
+        target = targets[Reference.parse(source)].canonical
+        if source == HARDCODED:
+            assert occurs(rendered_text, output) and not occurs(target, output)
+        else:
+            assert occurs(target, output), target
+            assert not occurs(rendered_text, output), rendered_text
+    prove_mapping(release(stack), resolution.charts, resolution.to_download(), {}, helm_binary())
+
+
+def test_the_platform_chart_renders_internal_images_from_its_binding(tmp_path):
+    chart = build_platform_chart(tmp_path / "charts")
+    pinned = "{global: {imageRegistry: mirror.corp}, weave: {install: true}}"
+    resolution = resolved(chart, pinned)
+    redis = resolution.image("mirror.corp/bitnami/redis:7.2.4-debian-12-r9")
+    assert redis is not None and [p.path for p in redis.bindings[0].paths] == [
+        "global.imageRegistry", "redis.image.repository", "redis.image.tag"]
+    values, targets = site_values(chart, resolution, pinned)
+    output = helm_template(chart, values, tmp_path / "helm")
+    for image in resolution.to_download():
+        if not image.hardcoded:
+            assert occurs(targets[image.reference].canonical, output), image.reference.canonical
+
+
+def test_a_binding_that_cannot_reach_the_internal_name_fails_the_proof(stack):
+    resolution = resolved(stack)
+    images = resolution.to_download()
+    # As if the registry were written into the template: no value can move it.
+    literal = Binding("stack", "x", "container", "quay.io/{0}:{1}", (BoundPath("prom.image.repository", Role.REPOSITORY),
+                                                                      BoundPath("prom.image.tag", Role.TAG)))
+    broken = [ResolvedImage(i.reference, i.group, i.sources, (literal,)) if "prometheus/prometheus" in
+              i.reference.repository else i for i in images]
+    with pytest.raises(ProofFailed, match=r"renders quay.io/prometheus/prometheus:v2.48.0, not an internal image"):
+        prove_mapping(release(stack), resolution.charts, broken, {}, helm_binary())
+
+
+def test_a_disabled_nested_dependency_not_vendored_is_skipped_an_enabled_one_is_an_error(stack):
+    resolution = resolved(stack)
+    assert [s.chart for s in resolution.skipped] == ["stack/primary/instance"]
+    assert "stack > primary > instance (prometheus 24.*.*) is disabled" in " ".join(resolution.notes)
+    with pytest.raises(ChartError, match=r"^stack > primary > instance \(prometheus 24\.\*\.\*\): dependency "
+                                         r"'prometheus' is enabled but not vendored.*instance.install false"):
+        resolved(stack, "{primary: {instance: {install: true}}}")
+    result = wsm("list", "--chart", str(stack), "--set", "primary.instance.install=true")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "stack > primary > instance (prometheus 24.*.*)" in result.stderr
