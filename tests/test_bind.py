@@ -173,3 +173,37 @@ def test_a_disabled_nested_dependency_not_vendored_is_skipped_an_enabled_one_is_
     result = wsm("list", "--chart", str(stack), "--set", "primary.instance.install=true")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "stack > primary > instance (prometheus 24.*.*)" in result.stderr
+
+
+def test_list_shows_paths_transformation_how_found_and_marks(stack):
+    helm = ("--helm", helm_binary())
+    text = wsm("list", "--chart", str(stack), *helm)
+    assert text.returncode == 0, text.stderr
+    lines = {line.split()[0]: line for line in text.stdout.splitlines() if line.startswith("  ")}
+    assert "stack: <ksm.image.repository>:v<ksm.image.tag> (found by both)" in \
+        lines["registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.10.0"]
+    assert "(found by render) [hard-coded: no values path moves it]" in lines[HARDCODED]
+    assert "stack: exporters.image (found by values) [unused: never rendered, not downloaded]" in \
+        lines["docker.io/acme/exporter:1.0"]
+    assert "2 helm renders" in text.stderr
+
+    import json
+
+    data = json.loads(wsm("list", "--chart", str(stack), *helm, "-o", "json").stdout)
+    by_image = {image["image"]: image for image in data["images"]}
+    ksm = by_image["registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.10.0"]
+    assert ksm["found_by"] == "both" and ksm["values_paths"] == ["ksm.image.repository", "ksm.image.tag"]
+    assert ksm["bindings"][0]["transformation"] == "<ksm.image.repository>:v<ksm.image.tag>"
+    assert ksm["bindings"][0]["paths"] == [{"path": "ksm.image.repository", "role": "repository"},
+                                           {"path": "ksm.image.tag", "role": "tag"}]
+    assert ksm["hardcoded"] is False and ksm["unused"] is False
+    assert by_image[HARDCODED]["hardcoded"] is True and by_image["docker.io/acme/exporter:1.0"]["unused"] is True
+
+    plain = wsm("list", "--chart", str(stack), *helm, "-o", "plain").stdout.split()
+    assert set(plain) == set(RENDERED)  # what the bundle will hold: the unused image is not in it
+    why = wsm("list", "--chart", str(stack), *helm, "--why", "quay.io/prometheus/node-exporter:v1.6.1").stdout
+    assert "rendered as <node-exporter.image.registry>/<node-exporter.image.repository>:<node-exporter.image.tag>" \
+        " (container at stack/charts/node-exporter/templates/daemonset.yaml" in why
+    assert "found by both" in why
+    why_json = json.loads(wsm("list", "--chart", str(stack), *helm, "--why", HARDCODED, "-o", "json").stdout)
+    assert why_json["hardcoded"] is True and why_json["found_by"] == "render"

@@ -225,7 +225,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.output == "text":
         print(render_text(release, resolution))
     elif args.output == "plain":
-        print("\n".join(image.reference.canonical for image in resolution.images))
+        print("\n".join(image.reference.canonical for image in resolution.to_download()))
     else:
         print_data(data, args.output)
     return 0
@@ -242,7 +242,7 @@ def list_data(release: ReleaseManifest, resolution: Resolution, platforms: list[
         "from": "lock" if resolution.from_lock else "charts",
         "platforms": platforms,
         "charts": [chart.to_dict() for chart in resolution.charts],
-        "images": [image.to_dict() for image in resolution.images],
+        "images": [image_data(image) for image in resolution.images],
         "skipped": [skipped.to_dict() for skipped in resolution.skipped],
         "notes": resolution.notes,
     }
@@ -268,11 +268,34 @@ def render_text(release: ReleaseManifest, resolution: Resolution) -> str:
 
 
 def _where(image: ResolvedImage) -> str:
+    """Its values paths (as the transformation that renders it, when rendering bound it), how it was found, and
+    a mark for hard-coded and unused images."""
     places: dict[str, list[str]] = {}
-    for source in image.sources:
+    for binding in image.bindings:
+        places.setdefault(binding.chart, []).append(binding.transformation)
+    for source in image.sources if not image.bindings else ():
         chart = source.chart.split("/", 1)[0]
         places.setdefault(chart, []).append(source.path or source.template or source.method.value)
-    return "; ".join(f"{chart}: {', '.join(dict.fromkeys(paths))}" for chart, paths in places.items())
+    where = "; ".join(f"{chart}: {', '.join(dict.fromkeys(paths))}" for chart, paths in places.items())
+    if image.found_by is not None and (image.bindings or image.hardcoded or image.unused):
+        where += f" (found by {image.found_by.value})"
+    if image.hardcoded:
+        where += " [hard-coded: no values path moves it]"
+    if image.unused:
+        where += " [unused: never rendered, not downloaded]"
+    return where
+
+
+def image_data(image: ResolvedImage) -> dict[str, Any]:
+    """An image as `-o json` shows it: the lock's record and how it was found."""
+    data = image.to_dict()
+    if image.found_by is not None:
+        data["found_by"] = image.found_by.value
+    data["values_paths"] = sorted({p.path for b in image.bindings for p in b.paths} or
+                                  {s.path for s in image.sources if s.path})
+    data.setdefault("hardcoded", False)
+    data.setdefault("unused", False)
+    return data
 
 
 def print_why(resolution: Resolution, text: str, output: str) -> int:
@@ -280,9 +303,15 @@ def print_why(resolution: Resolution, text: str, output: str) -> int:
     if image is None:
         raise WsmError(f"{text} is not an image of this release; `wsm list -o plain` lists them")
     if output in ("json", "yaml"):
-        print_data(image.to_dict(), output)
+        print_data(image_data(image), output)
         return 0
     print(f"{image.reference.canonical} (group {image.group}) is needed by:")
+    for binding in image.bindings:
+        print(f"  chart {binding.chart}, rendered as {binding.transformation} ({binding.field} at {binding.location})")
+    if image.found_by is not None:
+        marks = ", hard-coded: no values path moves it" if image.hardcoded else ""
+        marks += ", unused: the templates never render it (not downloaded)" if image.unused else ""
+        print(f"  found by {image.found_by.value}{marks}")
     for source in image.sources:
         parts = [f"chart {source.chart}"]
         if source.path:
