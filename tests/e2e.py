@@ -17,7 +17,7 @@ import yaml
 
 from charts import build_operator_chart, build_platform_chart, package
 from images import make_image
-from servers import HelmRepo, Registry, run_helm
+from servers import HelmRepo, Registry, helm_binary, run_helm
 from support import wsm
 
 USER, PASSWORD = "site-admin", "s3cret-pw"
@@ -99,10 +99,10 @@ class Flow:
         result = self.wsm("list", "--manifest", str(self.manifest), "-o", "plain")
         return result.stdout.split()
 
-    def download(self) -> None:
+    def download(self) -> str:
         mirror = f"docker.io={self.registry.host}/dockerhub"
-        self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
-                 "--registry-mirror", mirror, "--plain-http")
+        return self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
+                 "--registry-mirror", mirror, "--plain-http").stderr
 
     # -- the offline side --------------------------------------------------------------------------------------
 
@@ -149,11 +149,16 @@ class Flow:
         return self.workdir / "bundle"
 
     def wsm(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        self.log("$ wsm " + " ".join(args))
-        result = wsm(*args, stdin=stdin, cwd=self.workdir, env={"DOCKER_CONFIG": str(self.workdir / "docker")})
+        result = self.wsm_unchecked(*args, stdin=stdin)
         if result.returncode != 0:
             raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result
+
+    def wsm_unchecked(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        self.log("$ wsm " + " ".join(args))
+        # helm for wsm too: download and push prove the values they write by rendering them.
+        env = {"DOCKER_CONFIG": str(self.workdir / "docker"), "WSM_HELM": helm_binary() or ""}
+        return wsm(*args, stdin=stdin, cwd=self.workdir, env=env)
 
     def _start(self, server):
         self.servers.append(server)

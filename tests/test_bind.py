@@ -207,3 +207,27 @@ def test_list_shows_paths_transformation_how_found_and_marks(stack):
     assert "found by both" in why
     why_json = json.loads(wsm("list", "--chart", str(stack), *helm, "--why", HARDCODED, "-o", "json").stdout)
     assert why_json["hardcoded"] is True and why_json["found_by"] == "render"
+
+
+def test_download_proves_the_mapping_before_fetching_anything(tmp_path):
+    """A registry written into the template: no value can move the image, and download says so first."""
+    from charts import write_chart
+
+    template = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: lit}
+spec:
+  containers:
+    - name: lit
+      image: "docker.io/{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+"""
+    chart = write_chart(tmp_path / "lit", {"apiVersion": "v2", "name": "lit", "version": "0.1.0"},
+                        {"image": {"repository": "acme/lit", "tag": "1"}}, {"pod.yaml": template})
+    bundle = tmp_path / "bundle"
+    result = wsm("download", "--chart", str(chart), "--helm", helm_binary(), "--bundle", str(bundle), offline=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not every image is internal: lit: lit/templates/pod.yaml | Pod/lit | spec.containers[0].image" \
+        in result.stderr
+    assert "renders docker.io/acme/lit:1, not an internal image" in result.stderr
+    assert not (bundle / "images").exists()
