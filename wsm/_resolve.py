@@ -19,6 +19,7 @@ from ._exceptions import ChartError, Hint
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
+from ._package import package_directory
 from ._reference import Reference
 from ._render import find_helm
 from ._values import Values, coalesce, get_path, join_path, merge, sub_values
@@ -42,6 +43,7 @@ class Resolution:
     skipped: list[SkippedImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_lock: bool = False
+    rendered: bool = False  # differential rendering bound the images (helm was available)
 
     def to_download(self) -> list[ResolvedImage]:
         """The images a bundle carries: every rendered one and the manifest's extras, not the unused."""
@@ -187,6 +189,9 @@ def resolve_for_bundle(manifest: ReleaseManifest, options: ResolveOptions = Reso
     resolution = resolve(manifest, options, fresh=True)
     if manifest.lock is not None:
         unused = {image.reference for image in resolution.images if image.unused}
+        if resolution.rendered:  # rendering knows what the templates use: an image only the lock names is not
+            found = {image.reference for image in resolution.images}
+            unused |= {image.reference for image in from_lock(manifest).images} - found
         merged = merge_images([*resolution.images, *from_lock(manifest).images])
         resolution.images = [replace(i, unused=True) if i.reference in unused else i for i in merged]
     return resolution
@@ -200,6 +205,8 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         if options.progress:
             options.progress(f"Resolving {entry.source.describe()}")
         chart = fetch_chart(entry.source, options.fetch)
+        if chart.archive is None and entry.source.path is not None and entry.source.path.is_dir():
+            chart.archive = package_directory(entry.source.path, chart.name)  # a bundle carries archives
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
         resolved_chart = _resolved_chart(entry, chart, options.fetch)
@@ -208,6 +215,7 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
             if location is None:
                 raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
             found += _bound_images(entry, chart, location, values, result.found, resolution, options)
+            resolution.rendered = True
         else:
             found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in result.found]
         resolution.skipped += result.skipped
