@@ -12,7 +12,7 @@ import yaml
 
 from charts import build_bind_chart, build_platform_chart
 from servers import helm_binary, run_helm
-from support import wsm
+from support import sha256, wsm
 from wsm import ChartError, ProofFailed
 from wsm._install import chart_overrides
 from wsm._manifest import parse_manifest
@@ -231,3 +231,34 @@ spec:
         in result.stderr
     assert "renders docker.io/acme/lit:1, not an internal image" in result.stderr
     assert not (bundle / "images").exists()
+
+
+def test_a_pinned_multi_platform_image_with_one_platform_kept_is_pinned_to_what_was_kept(
+        registry, helm_repo, tmp_path):
+    from charts import write_chart
+    from images import build_image, push_layout
+    from support import skopeo
+
+    built = build_image(tmp_path / "layout", "2.0", platforms=("linux/amd64", "linux/arm64"))
+    push_layout(built, f"{registry.host}/pin-up/multi:2.0")
+    template = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: m\n"
+                "      image: \"{{ .Values.image.repository }}@{{ .Values.image.digest }}\"\n")
+    chart = write_chart(tmp_path / "pinned", {"apiVersion": "v2", "name": "pinned", "version": "0.1.0"},
+                        {"image": {"repository": f"{registry.host}/pin-up/multi", "digest": built.digest}},
+                        {"pod.yaml": template})
+    bundle, helm = tmp_path / "bundle", ("--helm", helm_binary())
+    downloaded = wsm("download", "--chart", str(chart), *helm, "--bundle", str(bundle), "--plain-http",
+                     "--platform", "linux/amd64", cwd=tmp_path)
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert "1 image references, all internal" in downloaded.stderr
+    site = f"{registry.host}/pin-site"
+    pushed = wsm("push", "--bundle", str(bundle), "--registry", site, "--helm-repo", f"{helm_repo.url}/pin",
+                 "--plain-http", *helm, cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr
+    kept = built.manifests["linux/amd64"]
+    internal = f"{site}/pin-up/multi@{kept}"
+    assert f"`{registry.host}/pin-up/multi@{built.digest}` -> `{internal}`" in pushed.stdout  # the runbook says so
+    values = yaml.safe_load((bundle / "values" / "pinned.yaml").read_text())
+    assert values["image"] == {"repository": f"{site}/pin-up/multi", "digest": kept}
+    assert occurs(internal, helm_template(chart, values, tmp_path / "helm"))
+    assert sha256(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{internal}")) == kept

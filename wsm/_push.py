@@ -19,7 +19,7 @@ from typing import Any
 from ._bundle import Bundle
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import ChartRepository, RepoAuth, open_repository
-from ._exceptions import BundleError, Hint, TagConflict, WsmError
+from ._exceptions import BundleError, Hint, ProofFailed, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
 from ._install import ChartLocation, InstallFile, chart_overrides, write_install_files
@@ -287,9 +287,11 @@ def push_release(
     mapping = load_mapping(options.mapping) if options.mapping else None
     entries = bundle.lock.release_images()
     images = [entry.resolved for entry in entries]
-    targets = plan_targets([entry.reference for entry in entries], registry, mapping)
+    targets = pin_what_was_kept(entries, plan_targets([entry.reference for entry in entries], registry, mapping))
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
                        dry_run=options.dry_run, progress=progress)
+    if not options.dry_run:
+        check_pinned(entries, targets, jobs, client)
     charts, moved, locations = _push_charts(bundle, release, options, client, transport or TransportOptions())
     report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
     if options.dry_run or not options.helm_repo or not release.charts:
@@ -299,10 +301,44 @@ def push_release(
     rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
                  options.user_values_files.items()]
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
-                             moved)
+                             moved, repinned(entries, targets))
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
     return report
+
+
+def pin_what_was_kept(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference]
+                      ) -> dict[Reference, Reference]:
+    """A reference pinned by digest names, inside, what the bundle kept: when a download kept only some platforms
+    of a pinned index, the internal registry never gets the upstream index digest, so the values must pin the
+    digest of the kept manifest (or wsm's index over the kept platforms)."""
+    result = dict(targets)
+    for entry in entries:
+        target = result[entry.reference]
+        if target.digest and target.digest != entry.top.digest:
+            result[entry.reference] = target.with_digest(entry.top.digest)
+    return result
+
+
+def repinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference]) -> list[tuple[str, str]]:
+    """(source, internal reference) of each pinned image whose internal digest is not the upstream one."""
+    return [(entry.reference.canonical, targets[entry.reference].canonical) for entry in entries
+            if entry.reference.digest and targets[entry.reference].digest != entry.reference.digest]
+
+
+def check_pinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference], jobs: Sequence[ImagePush],
+                 client: RegistryClient) -> None:
+    """Every digest the values will pin, asked of the internal registry with a manifest request."""
+    failed = {job.source for job in jobs if job.result is PushResult.FAILED}
+    missing = []
+    for entry in entries:
+        target = targets[entry.reference]
+        if target.digest and entry.reference not in failed:
+            found = client.head_manifest(target.with_tag(None))
+            if found is None or found.digest != target.digest:
+                missing.append(target.canonical)
+    if missing:
+        raise ProofFailed(f"the internal registry does not serve {', '.join(missing)}, which the values pin")
 
 
 def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], images: Sequence[ResolvedImage],

@@ -44,6 +44,7 @@ def runbook(
     files: Sequence[InstallFile],
     images: Sequence[MovedImage],
     charts: Sequence[MovedChart],
+    repinned: Sequence[tuple[str, str]] = (),
 ) -> str:
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
     lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
@@ -66,6 +67,7 @@ def runbook(
             lines += ["```", ""]
         lines += _unredirected_note(file)
         step += 1
+    lines += _repinned_note(repinned)
     lines += _image_table(images) + [""] + _chart_table(charts)
     return "\n".join(lines) + "\n"
 
@@ -100,6 +102,16 @@ def _unredirected_note(file: InstallFile) -> list[str]:
     images = ", ".join(f"`{image}`" for image in file.unredirected)
     return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry, "
             "but the cluster needs a registry mirror rule for it.", ""]
+
+
+def _repinned_note(repinned: Sequence[tuple[str, str]]) -> list[str]:
+    if not repinned:
+        return []
+    lines = ["## Digest-pinned images", "",
+             "The bundle kept only some platforms of these digest-pinned images, so the internal registry does not "
+             "have the upstream digest; the values pin the digest of what was kept:", ""]
+    lines += [f"- `{source}` -> `{target}`" for source, target in repinned]
+    return lines + [""]
 
 
 def _image_table(images: Sequence[MovedImage]) -> list[str]:
