@@ -262,3 +262,33 @@ def test_a_pinned_multi_platform_image_with_one_platform_kept_is_pinned_to_what_
     assert values["image"] == {"repository": f"{site}/pin-up/multi", "digest": kept}
     assert occurs(internal, helm_template(chart, values, tmp_path / "helm"))
     assert sha256(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{internal}")) == kept
+
+
+def test_a_template_that_refuses_a_marker_costs_a_few_renders_and_is_named(tmp_path):
+    """A chart that validates its tag: the batch is split until the one path that helm refuses is alone."""
+    from charts import write_chart
+
+    checked = ('{{- if not (regexMatch "^[0-9.]+$" (toString .Values.checked.image.tag)) }}'
+               '{{ fail "checked.image.tag must be numeric" }}{{ end }}\n')
+    pods = "".join(
+        f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}}}\nspec:\n  containers:\n    - name: m\n"
+        f"      image: \"{{{{ .Values.c{n}.image.repository }}}}:{{{{ .Values.c{n}.image.tag }}}}\"\n"
+        for n in range(6)
+    )
+    checked_pod = ("---\napiVersion: v1\nkind: Pod\nmetadata: {name: checked}\nspec:\n  containers:\n    - name: m\n"
+                   "      image: \"{{ .Values.checked.image.repository }}:{{ .Values.checked.image.tag }}\"\n")
+    values = {f"c{n}": {"image": {"repository": f"acme/c{n}", "tag": f"{n}.0"}} for n in range(6)}
+    values["checked"] = {"image": {"repository": "acme/checked", "tag": "1.2"}}
+    chart = write_chart(tmp_path / "strict", {"apiVersion": "v2", "name": "strict", "version": "0.1.0"}, values,
+                        {"pods.yaml": checked + pods + checked_pod})
+    resolution = resolved(chart)
+    notes = " ".join(resolution.notes)
+    assert "setting checked.image.tag to a marker makes helm fail" in notes
+    renders = int(re.search(r"(\d+) helm renders for 14 candidate", notes).group(1))
+    assert renders <= 12  # the baseline and a bisection over 7 images (then 2 fields), not one render per path
+    checked_image = resolution.image("docker.io/acme/checked:1.2")
+    assert [b.transformation for b in checked_image.bindings] == ["<checked.image.repository>:1.2"]
+    values_out, targets = site_values(chart, resolution)
+    output = helm_template(chart, values_out, tmp_path / "helm")
+    missing = [targets[i.reference].canonical for i in resolution.to_download() if not occurs(targets[i.reference].canonical, output)]
+    assert not missing, (missing, output)

@@ -194,7 +194,8 @@ def bind_chart(chart_path: Path, chart: Chart, values: Values, *, chart_name: st
     result = ChartBinding(candidates=len(found))
     markers = _Markers()
     observed: dict[str, list[_Observed]] = {}
-    for batch, rendered in _sentinel_renders(renderer, view, found, markers, result.unprobed):
+    numbered = dict(enumerate(found))
+    for batch, rendered in _sentinel_renders(renderer, view, _groups(found), numbered, markers, result.unprobed):
         for item in rendered:
             for observation in _observe(item, batch, markers):
                 observed.setdefault(item.location, []).append(observation)
@@ -215,28 +216,43 @@ class _Markers:
         return f"wsm{self.nonce}{index}x"
 
 
-def _sentinel_renders(renderer: _Renderer, view: Values, batch: Sequence[Candidate], markers: _Markers,
-                      unprobed: list[str], offset: int = 0
+def _sentinel_renders(renderer: _Renderer, view: Values, groups: Sequence[Sequence[int]],
+                      numbered: Mapping[int, Candidate], markers: _Markers, unprobed: list[str]
                       ) -> Iterator[tuple[dict[int, Candidate], list[RenderedString]]]:
-    """One render for the whole batch; when helm fails on it, each half on its own (a lone failing path is
-    reported as unprobed)."""
-    if not batch:
+    """One render for every group of candidates at once; when helm fails on it, each half on its own. A group
+    (the fields of one image map) stays together so that one render shows its whole reference; a lone group
+    that fails is tried field by field, and a lone field that fails is reported as unprobed."""
+    if not groups:
         return
-    numbered = {offset + index: candidate for index, candidate in enumerate(batch)}
+    batch = {index: numbered[index] for group in groups for index in group}
     values = copy.deepcopy(view)
-    for index, candidate in numbered.items():
+    for index, candidate in batch.items():
         set_path(values, candidate.path.split("."), markers.marker(index), candidate.path)
     try:
         rendered = renderer.render(values)
     except RenderError:
         if len(batch) == 1:
-            unprobed.append(batch[0].path)
+            unprobed.append(next(iter(batch.values())).path)
             return
-        half = len(batch) // 2
-        yield from _sentinel_renders(renderer, view, batch[:half], markers, unprobed, offset)
-        yield from _sentinel_renders(renderer, view, batch[half:], markers, unprobed, offset + half)
+        parts = [[[index] for index in groups[0]]] if len(groups) == 1 else [groups[:len(groups) // 2],
+                                                                              groups[len(groups) // 2:]]
+        for part in parts:
+            yield from _sentinel_renders(renderer, view, part, numbered, markers, unprobed)
         return
-    yield numbered, rendered
+    yield batch, rendered
+
+
+def _groups(found: Sequence[Candidate]) -> list[list[int]]:
+    """Candidate indices by image: the fields of one map together, every string on its own."""
+    by_parent: dict[str, list[int]] = {}
+    for index, candidate in enumerate(found):
+        key = candidate.path.rsplit(".", 1)[0] if candidate.role is not Role.IMAGE else candidate.path
+        by_parent.setdefault(key if _is_map_field(candidate) else candidate.path, []).append(index)
+    return list(by_parent.values())
+
+
+def _is_map_field(candidate: Candidate) -> bool:
+    return candidate.path.rsplit(".", 1)[-1] in {name for name, _ in _MAP_FIELDS}
 
 
 @dataclass(frozen=True)
