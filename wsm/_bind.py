@@ -246,13 +246,10 @@ def _groups(found: Sequence[Candidate]) -> list[list[int]]:
     """Candidate indices by image: the fields of one map together, every string on its own."""
     by_parent: dict[str, list[int]] = {}
     for index, candidate in enumerate(found):
-        key = candidate.path.rsplit(".", 1)[0] if candidate.role is not Role.IMAGE else candidate.path
-        by_parent.setdefault(key if _is_map_field(candidate) else candidate.path, []).append(index)
+        parent, _, name = candidate.path.rpartition(".")
+        in_map = candidate.role is not Role.IMAGE and name in {field for field, _ in _MAP_FIELDS}
+        by_parent.setdefault(parent if in_map else candidate.path, []).append(index)
     return list(by_parent.values())
-
-
-def _is_map_field(candidate: Candidate) -> bool:
-    return candidate.path.rsplit(".", 1)[-1] in {name for name, _ in _MAP_FIELDS}
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,9 @@ def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -
     if lock:
         group.add_argument("--resolve", action="store_true",
                            help="fetch the charts and derive the images (else: the manifest's lock)")
-    group.add_argument("--render", action="store_true", help="also run `helm template` and compare the images found")
-    group.add_argument("--helm", metavar="PATH", help="the helm binary for --render (default: helm on PATH)")
+    group.add_argument("--render", action="store_true",
+                       help="insist on differential rendering with helm (it runs whenever helm is found)")
+    group.add_argument("--helm", metavar="PATH", help="the helm binary for rendering (default: $WSM_HELM, then PATH)")
 
 
 def add_transport_options(parser: argparse.ArgumentParser, *, credentials: bool = False) -> None:
