@@ -4,6 +4,7 @@ the upstream tags, unused and hard-coded images marked, and the bundle set equal
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def test_helm_renders_only_internal_images_with_the_upstream_tags(stack, tmp_pat
         else:
             assert occurs(target, output), target
             assert not occurs(rendered_text, output), rendered_text
-    prove_mapping(release(stack), resolution.charts, resolution.to_download(), {}, helm_binary())
+    prove_mapping(release(stack), resolution.charts, resolution.to_download(), {}, helm_binary(), ["stack"])
 
 
 def test_the_platform_chart_renders_internal_images_from_its_binding(tmp_path):
@@ -160,7 +161,7 @@ def test_a_binding_that_cannot_reach_the_internal_name_fails_the_proof(stack):
     broken = [ResolvedImage(i.reference, i.group, i.sources, (literal,)) if "prometheus/prometheus" in
               i.reference.repository else i for i in images]
     with pytest.raises(ProofFailed, match=r"renders quay.io/prometheus/prometheus:v2.48.0, not an internal image"):
-        prove_mapping(release(stack), resolution.charts, broken, {}, helm_binary())
+        prove_mapping(release(stack), resolution.charts, broken, {}, helm_binary(), ["stack"])
 
 
 def test_a_disabled_nested_dependency_not_vendored_is_skipped_an_enabled_one_is_an_error(stack):
@@ -186,8 +187,6 @@ def test_list_shows_paths_transformation_how_found_and_marks(stack):
     assert "stack: exporters.image (found by values) [unused: never rendered, not downloaded]" in \
         lines["docker.io/acme/exporter:1.0"]
     assert "2 helm renders" in text.stderr
-
-    import json
 
     data = json.loads(wsm("list", "--chart", str(stack), *helm, "-o", "json").stdout)
     by_image = {image["image"]: image for image in data["images"]}
@@ -292,3 +291,21 @@ def test_a_template_that_refuses_a_marker_costs_a_few_renders_and_is_named(tmp_p
     output = helm_template(chart, values_out, tmp_path / "helm")
     missing = [targets[i.reference].canonical for i in resolution.to_download() if not occurs(targets[i.reference].canonical, output)]
     assert not missing, (missing, output)
+
+
+def test_a_chart_that_does_not_render_falls_back_to_the_values_unless_rendering_is_insisted_on(tmp_path):
+    from charts import write_chart
+
+    template = ("apiVersion: v1\nkind: Pod\nmetadata: {name: {{ required \"host is required\" .Values.host }}}\n"
+                "spec:\n  containers:\n    - {name: m, image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"}\n")
+    chart = write_chart(tmp_path / "needs", {"apiVersion": "v2", "name": "needs", "version": "0.1.0"},
+                        {"image": {"repository": "acme/needs", "tag": "1"}}, {"pod.yaml": template})
+    listed = wsm("list", "--chart", str(chart), "--helm", helm_binary(), "-o", "plain")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["docker.io/acme/needs:1"]
+    assert "needs: not rendered, so images come from the values alone" in listed.stderr
+    assert "host is required" in listed.stderr
+    insisted = wsm("list", "--chart", str(chart), "--helm", helm_binary(), "--render")
+    assert insisted.returncode == 1 and "host is required" in insisted.stderr and "Traceback" not in insisted.stderr
+    rendered = wsm("list", "--chart", str(chart), "--helm", helm_binary(), "--set", "host=h", "-o", "json")
+    assert json.loads(rendered.stdout)["images"][0]["bindings"]

@@ -364,6 +364,7 @@ class Proof:
     problems: list[str] = field(default_factory=list)
     hardcoded: list[str] = field(default_factory=list)
     checked: int = 0
+    unrendered: str | None = None  # why the chart could not be rendered to prove it
 
 
 def prove(chart_path: Path, values: Values, *, chart: str, release: str, namespace: str,

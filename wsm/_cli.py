@@ -402,9 +402,12 @@ def prove_before_download(release: ReleaseManifest, resolution: Resolution, opti
     """The values push will write, rendered under a stand-in registry before any image is fetched."""
     from ._proof import helm_available, proof_summary, prove_mapping
 
-    if resolution.from_lock or not helm_available(options.helm):
+    if not helm_available(options.helm):
         return "helm not found: the values were not rendered to prove that they point every image inside"
-    proofs = prove_mapping(release, resolution.charts, resolution.to_download(), options.user_values, options.helm)
+    if not resolution.rendered:
+        return "no chart rendered with these values: the values were not proved by rendering"
+    proofs = prove_mapping(release, resolution.charts, resolution.to_download(), options.user_values, options.helm,
+                           resolution.rendered_charts)
     return proof_summary(proofs)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from ._bind import Proof, prove
-from ._exceptions import ProofFailed
+from ._exceptions import ProofFailed, RenderError
 from ._install import InstallFile, chart_overrides
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedChart, ResolvedImage
@@ -50,23 +50,28 @@ def prove_install(
     proofs = []
     for entry in release.charts:
         if entry.name in by_chart and entry.name in archives:
-            proofs.append(_prove_entry(entry, archives[entry.name], installed_values(entry, by_chart[entry.name]),
-                                       images, targets, helm))
+            values = installed_values(entry, by_chart[entry.name])
+            try:
+                proofs.append(_prove_entry(entry, archives[entry.name], values, images, targets, helm))
+            except ProofFailed:
+                raise
+            except RenderError as error:  # a site key still CHANGE-ME that a template requires, for instance
+                proofs.append(Proof(entry.name, unrendered=f"{entry.name} did not render ({error})"))
     raise_on_problems(proofs)
     return proofs
 
 
 def prove_mapping(
     release: ReleaseManifest, charts: Sequence[ResolvedChart], images: Sequence[ResolvedImage],
-    user_values: Mapping[str, Values], helm: str | None,
+    user_values: Mapping[str, Values], helm: str | None, rendered: Sequence[str],
 ) -> list[Proof]:
     """Before a download: the overrides for the images the bundle will hold, under a stand-in registry, make
-    helm render only those internal references."""
+    helm render only those internal references (for the charts in `rendered`: those that rendered at all)."""
     targets = plan_targets([image.reference for image in images], TargetRegistry.parse(STAND_IN_REGISTRY))
     proofs = []
     for entry, chart in zip(release.charts, charts):
         location = chart.archive or entry.source.path
-        if location is None:
+        if location is None or entry.name not in rendered:
             continue
         overrides, _ = chart_overrides(images, targets, entry.name, None)
         values = merge(merge(entry.values, user_values.get(entry.name, {})), overrides)
@@ -91,9 +96,13 @@ def raise_on_problems(proofs: Sequence[Proof]) -> None:
 
 def proof_summary(proofs: Sequence[Proof]) -> str:
     """One line: how many rendered references were checked, and the hard-coded ones left as they are."""
-    checked = sum(proof.checked for proof in proofs)
-    hardcoded = sorted({image for proof in proofs for image in proof.hardcoded})
-    line = f"rendered {len(proofs)} charts with the written values: {checked} image references, all internal"
+    done = [proof for proof in proofs if proof.unrendered is None]
+    checked = sum(proof.checked for proof in done)
+    hardcoded = sorted({image for proof in done for image in proof.hardcoded})
+    line = f"rendered {len(done)} charts with the written values: {checked} image references, all internal"
     if hardcoded:
         line += f" except {len(hardcoded)} hard-coded in templates ({', '.join(hardcoded)})"
+    skipped = [proof.unrendered for proof in proofs if proof.unrendered is not None]
+    if skipped:
+        line += "; not proved: " + "; ".join(skipped)
     return line

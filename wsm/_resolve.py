@@ -15,7 +15,7 @@ from typing import Any
 from ._bind import ChartBinding, RenderedImage, bind_chart
 from ._chart import Chart, Dependency
 from ._discover import Found, images_in_annotation, images_in_values
-from ._exceptions import ChartError, Hint
+from ._exceptions import ChartError, Hint, RenderError
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
@@ -43,7 +43,11 @@ class Resolution:
     skipped: list[SkippedImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_lock: bool = False
-    rendered: bool = False  # differential rendering bound the images (helm was available)
+    rendered_charts: list[str] = field(default_factory=list)  # release charts whose images rendering bound
+
+    @property
+    def rendered(self) -> bool:
+        return bool(self.rendered_charts)
 
     def to_download(self) -> list[ResolvedImage]:
         """The images a bundle carries: every rendered one and the manifest's extras, not the unused."""
@@ -210,12 +214,10 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
         resolved_chart = _resolved_chart(entry, chart, options.fetch)
-        if options.render or find_helm(options.helm) is not None:
-            location = resolved_chart.archive or entry.source.path
-            if location is None:
-                raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
-            found += _bound_images(entry, chart, location, values, result.found, resolution, options)
-            resolution.rendered = True
+        bound = _rendered(entry, chart, resolved_chart, values, result.found, resolution, options)
+        if bound is not None:
+            found += bound
+            resolution.rendered_charts.append(entry.name)
         else:
             found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in result.found]
         resolution.skipped += result.skipped
@@ -278,6 +280,26 @@ def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> Res
         digest=chart.digest,
         release=entry.release or entry.name,
     )
+
+
+def _rendered(
+    entry: ChartEntry, chart: Chart, resolved_chart: ResolvedChart, values: Values, found: list[Found],
+    resolution: Resolution, options: ResolveOptions,
+) -> list[ResolvedImage] | None:
+    """The chart's images bound by differential rendering; None when helm is absent, or when the chart does not
+    render with these values and rendering was not insisted on (the values method then stands alone)."""
+    if not options.render and find_helm(options.helm) is None:
+        return None
+    location = resolved_chart.archive or entry.source.path
+    if location is None:
+        raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
+    try:
+        return _bound_images(entry, chart, location, values, found, resolution, options)
+    except RenderError as error:
+        if options.render:
+            raise
+        resolution.notes.append(f"{entry.name}: not rendered, so images come from the values alone ({error})")
+        return None
 
 
 def _bound_images(
