@@ -253,59 +253,23 @@ NODE_EXPORTER_HELPERS = """\
 {{- end -}}
 """
 
-DAEMONSET = """\
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: {{ .Release.Name }}-node-exporter}
-spec:
-  selector: {matchLabels: {app: ne}}
-  template:
-    metadata: {labels: {app: ne}}
-    spec:
-      containers:
-        - name: ne
-          image: {{ include "ne.image" . | quote }}
-"""
+def workload(kind: str, name: str, image: str) -> str:
+    """A one-container workload template of `kind` whose container image is the template text `image`."""
+    return (
+        f"apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {{{{ .Release.Name }}}}-{name}}}\nspec:\n"
+        f"  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n"
+        f"    spec:\n      containers:\n        - name: {name}\n          image: {image}\n"
+    )
 
-KSM_DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: {{ .Release.Name }}-ksm}
-spec:
-  selector: {matchLabels: {app: ksm}}
-  template:
-    metadata: {labels: {app: ksm}}
-    spec:
-      containers:
-        - name: ksm
-          image: "{{ .Values.image.repository }}:v{{ .Values.image.tag | default .Chart.AppVersion }}"
-"""
 
-EXPORTER_DEPLOYMENT = """\
-{{- if .Values.enabled }}
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: {{ .Release.Name }}-exporter}
-spec:
-  template:
-    spec:
-      containers:
-        - name: exporter
-          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
-{{- end }}
-"""
-
-DB_STATEFULSET = """\
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: {{ .Release.Name }}-db}
-spec:
-  template:
-    spec:
-      containers:
-        - name: db
-          image: {{ .Values.global.imageRegistry | default .Values.image.registry | default "docker.io" }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}
-"""
+DAEMONSET = workload("DaemonSet", "node-exporter", '{{ include "ne.image" . | quote }}')
+KSM_DEPLOYMENT = workload("Deployment", "ksm",
+                          '"{{ .Values.image.repository }}:v{{ .Values.image.tag | default .Chart.AppVersion }}"')
+EXPORTER_DEPLOYMENT = "{{- if .Values.enabled }}\n" + workload(
+    "Deployment", "exporter", '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"') + "{{- end }}\n"
+DB_STATEFULSET = workload(
+    "StatefulSet", "db", '{{ .Values.global.imageRegistry | default .Values.image.registry | default "docker.io" }}'
+    "/{{ .Values.image.repository }}:{{ .Values.image.tag }}")
 
 STACK_TEMPLATES = {
     "app.yaml": """\
@@ -372,34 +336,28 @@ def build_bind_chart(workdir: Path) -> Path:
     - the root: a tag through `tpl`, an image in `args`, one in an `env` value, one in a ConfigMap, a custom
       resource's `spec.image`, a test hook, and a hard-coded initContainer (busybox:1.36).
     """
-    node_exporter = write_chart(
-        workdir / "src" / "node-exporter",
-        {"apiVersion": "v2", "name": "node-exporter", "version": "4.24.0", "appVersion": "1.6.1"},
-        {"image": {"registry": "quay.io", "repository": "prometheus/node-exporter", "tag": ""}},
-        {"_helpers.tpl": NODE_EXPORTER_HELPERS, "daemonset.yaml": DAEMONSET},
-    )
-    ksm = write_chart(
-        workdir / "src" / "ksm",
-        {"apiVersion": "v2", "name": "ksm", "version": "5.15.2", "appVersion": "2.10.0"},
-        {"image": {"repository": "registry.k8s.io/kube-state-metrics/kube-state-metrics", "tag": ""}},
-        {"deployment.yaml": KSM_DEPLOYMENT},
-    )
-    exporter = write_chart(
-        workdir / "src" / "exporter",
-        {"apiVersion": "v2", "name": "exporter", "version": "0.2.0", "appVersion": "1.0"},
-        {"enabled": False, "image": {"repository": "acme/exporter", "tag": "1.0"}},
-        {"deployment.yaml": EXPORTER_DEPLOYMENT},
-    )
-    db = write_chart(
-        workdir / "src" / "db",
-        {"apiVersion": "v2", "name": "db", "version": "13.2.0", "appVersion": "16.1.0",
-         "dependencies": [{"name": "prometheus", "alias": "instance", "version": "24.*.*",
-                           "repository": "https://prometheus-community.github.io/helm-charts",
-                           "condition": "instance.install"}]},
-        {"global": {"imageRegistry": ""}, "instance": {"install": False},
-         "image": {"registry": "docker.io", "repository": "bitnami/postgresql", "tag": "16.1.0"}},
-        {"statefulset.yaml": DB_STATEFULSET},
-    )
+    instance = {"name": "prometheus", "alias": "instance", "version": "24.*.*", "condition": "instance.install",
+                "repository": "https://prometheus-community.github.io/helm-charts"}
+    subcharts = [  # name, version, appVersion, dependencies, values, templates
+        ("node-exporter", "4.24.0", "1.6.1", [],
+         {"image": {"registry": "quay.io", "repository": "prometheus/node-exporter", "tag": ""}},
+         {"_helpers.tpl": NODE_EXPORTER_HELPERS, "daemonset.yaml": DAEMONSET}),
+        ("ksm", "5.15.2", "2.10.0", [],
+         {"image": {"repository": "registry.k8s.io/kube-state-metrics/kube-state-metrics", "tag": ""}},
+         {"deployment.yaml": KSM_DEPLOYMENT}),
+        ("exporter", "0.2.0", "1.0", [], {"enabled": False, "image": {"repository": "acme/exporter", "tag": "1.0"}},
+         {"deployment.yaml": EXPORTER_DEPLOYMENT}),
+        ("db", "13.2.0", "16.1.0", [instance],
+         {"global": {"imageRegistry": ""}, "instance": {"install": False},
+          "image": {"registry": "docker.io", "repository": "bitnami/postgresql", "tag": "16.1.0"}},
+         {"statefulset.yaml": DB_STATEFULSET}),
+    ]
+    sources = [
+        write_chart(workdir / "src" / name, {"apiVersion": "v2", "name": name, "version": version,
+                                              "appVersion": app_version, "dependencies": dependencies},
+                    values, templates)
+        for name, version, app_version, dependencies, values, templates in subcharts
+    ]
     stack = write_chart(
         workdir / "stack",
         {"apiVersion": "v2", "name": "stack", "version": "1.0.0", "appVersion": "9.9.9",
@@ -422,6 +380,6 @@ def build_bind_chart(workdir: Path) -> Path:
         },
         STACK_TEMPLATES,
     )
-    for sub in (node_exporter, ksm, exporter, db):
+    for sub in sources:
         package(sub, stack / "charts")
     return stack

@@ -44,12 +44,6 @@ _ROLE_PATTERNS = {
 
 
 @dataclass(frozen=True)
-class Candidate:
-    path: str
-    role: Role
-
-
-@dataclass(frozen=True)
 class RenderedImage:
     """One rendered occurrence of an image: bound to values paths, or hard-coded (`binding` None)."""
 
@@ -100,14 +94,14 @@ def _vendored(chart: Chart) -> Iterator[tuple[str, Chart]]:
             yield name, sub
 
 
-def candidates(view: Values) -> list[Candidate]:
+def candidates(view: Values) -> list[BoundPath]:
     """Every values path that may go into an image reference, in the order found."""
-    found: list[Candidate] = []
+    found: list[BoundPath] = []
     _candidates_in(view, "", "", found)
     return list(dict.fromkeys(found))
 
 
-def _candidates_in(node: object, key: str, path: str, found: list[Candidate]) -> None:
+def _candidates_in(node: object, key: str, path: str, found: list[BoundPath]) -> None:
     if isinstance(node, dict):
         if _is_image_map(node, key):
             found += _map_candidates(node, path)
@@ -121,9 +115,9 @@ def _candidates_in(node: object, key: str, path: str, found: list[Candidate]) ->
     elif isinstance(node, str) and node.strip():
         lowered = key.lower()
         if "image" in lowered and looks_like_reference(node) and any(mark in node for mark in ":/@"):
-            found.append(Candidate(path, Role.IMAGE))
+            found.append(BoundPath(path, Role.IMAGE))
         elif "registry" in lowered and _looks_like_host(node):
-            found.append(Candidate(path, Role.REGISTRY))
+            found.append(BoundPath(path, Role.REGISTRY))
 
 
 def _plain_key(key: str) -> bool:
@@ -138,7 +132,7 @@ def _is_image_map(node: dict[str, Any], key: str) -> bool:
     return any(k in node for k in ("tag", "digest", "registry")) or "image" in key.lower()
 
 
-def _map_candidates(node: dict[str, Any], path: str) -> list[Candidate]:
+def _map_candidates(node: dict[str, Any], path: str) -> list[BoundPath]:
     result = []
     has_digest = bool(_text(node.get("digest")))
     for name, role in _MAP_FIELDS:
@@ -153,7 +147,7 @@ def _map_candidates(node: dict[str, Any], path: str) -> list[Candidate]:
             continue
         if role in (Role.REPOSITORY, Role.DIGEST) and not _text(value):
             continue
-        result.append(Candidate(join_path(path, name), role))
+        result.append(BoundPath(join_path(path, name), role))
     return result
 
 
@@ -217,8 +211,8 @@ class _Markers:
 
 
 def _sentinel_renders(renderer: _Renderer, view: Values, groups: Sequence[Sequence[int]],
-                      numbered: Mapping[int, Candidate], markers: _Markers, unprobed: list[str]
-                      ) -> Iterator[tuple[dict[int, Candidate], list[RenderedString]]]:
+                      numbered: Mapping[int, BoundPath], markers: _Markers, unprobed: list[str]
+                      ) -> Iterator[tuple[dict[int, BoundPath], list[RenderedString]]]:
     """One render for every group of candidates at once; when helm fails on it, each half on its own. A group
     (the fields of one image map) stays together so that one render shows its whole reference; a lone group
     that fails is tried field by field, and a lone field that fails is reported as unprobed."""
@@ -242,8 +236,8 @@ def _sentinel_renders(renderer: _Renderer, view: Values, groups: Sequence[Sequen
     yield batch, rendered
 
 
-def _groups(found: Sequence[Candidate]) -> list[list[int]]:
-    """Candidate indices by image: the fields of one map together, every string on its own."""
+def _groups(found: Sequence[BoundPath]) -> list[list[int]]:
+    """BoundPath indices by image: the fields of one map together, every string on its own."""
     by_parent: dict[str, list[int]] = {}
     for index, candidate in enumerate(found):
         parent, _, name = candidate.path.rpartition(".")
@@ -265,7 +259,7 @@ def _tokens(item: RenderedString) -> list[str]:
     return [token for token in _TOKEN.findall(item.text) if "://" not in token]
 
 
-def _observe(item: RenderedString, batch: Mapping[int, Candidate], markers: _Markers) -> Iterator[_Observed]:
+def _observe(item: RenderedString, batch: Mapping[int, BoundPath], markers: _Markers) -> Iterator[_Observed]:
     for index, token in enumerate(_tokens(item)):
         holes = [int(match.group(1)) for match in markers.pattern.finditer(token)]
         if not holes or any(hole not in batch for hole in holes):
@@ -276,7 +270,7 @@ def _observe(item: RenderedString, batch: Mapping[int, Candidate], markers: _Mar
             piece.replace("{", "{{").replace("}", "}}") if position % 2 == 0 else f"{{{order.index(int(piece))}}}"
             for position, piece in enumerate(pieces)
         )
-        paths = tuple(BoundPath(batch[hole].path, batch[hole].role) for hole in order)
+        paths = tuple(batch[hole] for hole in order)
         yield _Observed(index, pattern, paths)
 
 

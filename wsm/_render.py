@@ -78,13 +78,17 @@ def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: st
 def images_in_manifests(text: str) -> list[RenderedImage]:
     """Every container image (any kind, any nesting: CronJobs, custom resources) and every `image:` string."""
     found: list[RenderedImage] = []
-    for source, document in _documents(text):
-        if not isinstance(document, dict):
-            continue
-        kind = str(document.get("kind", "?"))
+    for source, kind, document in _mappings(text):
         for image in _images_in(document):
             found.append(RenderedImage(Reference.parse(image), source, kind))
     return found
+
+
+def _mappings(text: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(template, kind, document) of every rendered document that is a mapping."""
+    for source, document in _documents(text):
+        if isinstance(document, dict):
+            yield source, str(document.get("kind", "?")), document
 
 
 def _documents(text: str) -> Iterator[tuple[str, object]]:
@@ -141,11 +145,9 @@ class RenderedString:
 
 
 def rendered_strings(text: str) -> list[RenderedString]:
+    """Every string of the output that can hold an image reference (see RenderedString), in order."""
     found: list[RenderedString] = []
-    for source, document in _documents(text):
-        if not isinstance(document, dict):
-            continue
-        kind = str(document.get("kind", "?"))
+    for source, kind, document in _mappings(text):
         metadata = document.get("metadata")
         name = str(metadata.get("name", "?")) if isinstance(metadata, dict) else "?"
         custom = str(document.get("apiVersion", "")) not in _CORE_API or kind not in _CORE_KINDS
