@@ -309,3 +309,24 @@ def test_a_chart_that_does_not_render_falls_back_to_the_values_unless_rendering_
     assert insisted.returncode == 1 and "host is required" in insisted.stderr and "Traceback" not in insisted.stderr
     rendered = wsm("list", "--chart", str(chart), "--helm", helm_binary(), "--set", "host=h", "-o", "json")
     assert json.loads(rendered.stdout)["images"][0]["bindings"]
+
+
+def test_a_registry_in_a_sub_charts_own_global_defaults_is_moved_through_the_root_global(tmp_path):
+    from charts import package, workload, write_chart
+
+    cache = write_chart(tmp_path / "src" / "cache", {"apiVersion": "v2", "name": "cache", "version": "1.0.0"},
+                        {"global": {"imageRegistry": "public.ecr.aws"}, "image": {"repository": "acme/cache",
+                                                                                  "tag": "7"}},
+                        {"sts.yaml": workload("StatefulSet", "cache", "{{ .Values.global.imageRegistry }}/"
+                                              "{{ .Values.image.repository }}:{{ .Values.image.tag }}")})
+    parent = write_chart(tmp_path / "top", {"apiVersion": "v2", "name": "top", "version": "1.0.0",
+                                            "dependencies": [{"name": "cache", "version": "1.0.0"}]}, {})
+    package(cache, parent / "charts")
+    resolution = resolved(parent)
+    image = resolution.image("public.ecr.aws/acme/cache:7")
+    assert image is not None and image.bindings[0].transformation == \
+        "<global.imageRegistry>/<cache.image.repository>:<cache.image.tag>"
+    values, targets = site_values(parent, resolution)
+    assert values["global"] == {"imageRegistry": "registry.corp:5000"}
+    output = helm_template(parent, values, tmp_path / "helm")
+    assert occurs(targets[image.reference].canonical, output)

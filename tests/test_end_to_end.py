@@ -72,6 +72,7 @@ def test_second_push_sends_no_blob(flow, pushed):
     assert len(report["images"]) == len(IMAGES)
     assert {chart["result"] for chart in report["charts"]} == {"present"}
     assert len(report["charts"]) == 2
+    assert report["proof"] == "rendered 2 charts with the written values: 6 image references, all internal"
 
 
 def test_push_fails_naming_an_image_its_values_leave_outside(flow, pushed, tmp_path):

@@ -70,14 +70,17 @@ class ChartBinding:
 # --- the values helm sees, and the candidate paths in them ----------------------------------------------------
 
 
-def values_view(chart: Chart, values: Values) -> Values:
+def values_view(chart: Chart, values: Values, globals_seen: list[Values] | None = None) -> Values:
     """`values` with each vendored sub-chart's part coalesced with its defaults, as its templates see it (its
-    `global` left to the root): what differential rendering passes to helm, so that every candidate path
-    (sub-chart defaults included) can be set without replacing a list or map helm would otherwise merge."""
+    `global` left to the root, collected in `globals_seen`): what differential rendering passes to helm, so
+    that every candidate path (sub-chart defaults included) can be set without replacing a list or map helm
+    would otherwise merge."""
     view = copy.deepcopy(values)
     for key, sub in _vendored(chart):
-        sub_view = values_view(sub, sub_values(values, key, sub.values))
-        sub_view.pop("global", None)
+        sub_view = values_view(sub, sub_values(values, key, sub.values), globals_seen)
+        sub_global = sub_view.pop("global", None)
+        if isinstance(sub_global, dict) and globals_seen is not None:
+            globals_seen.append(sub_global)
         view[key] = sub_view
     return view
 
@@ -94,10 +97,13 @@ def _vendored(chart: Chart) -> Iterator[tuple[str, Chart]]:
             yield name, sub
 
 
-def candidates(view: Values) -> list[BoundPath]:
-    """Every values path that may go into an image reference, in the order found."""
+def candidates(view: Values, sub_globals: Sequence[Values] = ()) -> list[BoundPath]:
+    """Every values path that may go into an image reference, in the order found; a sub-chart's own `global`
+    defaults (a registry there decides its images) are set through the root's `global`, which wins over them."""
     found: list[BoundPath] = []
     _candidates_in(view, "", "", found)
+    for sub_global in sub_globals:
+        _candidates_in(sub_global, "global", "global", found)
     return list(dict.fromkeys(found))
 
 
@@ -182,9 +188,10 @@ def bind_chart(chart_path: Path, chart: Chart, values: Values, *, chart_name: st
     """Render `chart_path` with `values` (the release chart's coalesced values) and with sentinels; bind every
     rendered image to the values paths that make it."""
     renderer = _Renderer(chart_path, release, namespace, helm)
-    view = values_view(chart, values)
+    sub_globals: list[Values] = []
+    view = values_view(chart, values, sub_globals)
     baseline = renderer.render(view)
-    found = candidates(view)
+    found = candidates(view, sub_globals)
     result = ChartBinding(candidates=len(found))
     markers = _Markers()
     observed: dict[str, list[_Observed]] = {}
