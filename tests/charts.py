@@ -262,6 +262,8 @@ def workload(kind: str, name: str, image: str) -> str:
     )
 
 
+# A Deployment of the `{repository, tag}` image at `image`: a chart whose templates use its values image.
+IMAGE_DEPLOYMENT = workload("Deployment", "main", '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"')
 DAEMONSET = workload("DaemonSet", "node-exporter", '{{ include "ne.image" . | quote }}')
 KSM_DEPLOYMENT = workload("Deployment", "ksm",
                           '"{{ .Values.image.repository }}:v{{ .Values.image.tag | default .Chart.AppVersion }}"')

@@ -114,6 +114,8 @@ def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -
                            help="fetch the charts and derive the images (else: the manifest's lock)")
     group.add_argument("--render", action="store_true",
                        help="insist on differential rendering with helm (it runs whenever helm is found)")
+    group.add_argument("--no-render", action="store_true",
+                       help="the values method alone, even when helm is found (nothing is proved by rendering)")
     group.add_argument("--helm", metavar="PATH", help="the helm binary for rendering (default: $WSM_HELM, then PATH)")
 
 
@@ -192,7 +194,8 @@ def chart_option(item: str, separator: str, release: ReleaseManifest, option: st
 
 def resolve_options(args: argparse.Namespace, release: ReleaseManifest) -> ResolveOptions:
     return ResolveOptions(
-        fetch=fetch_options(args), user_values=user_values(args, release), render=args.render, helm=args.helm,
+        fetch=fetch_options(args), user_values=user_values(args, release), helm=args.helm,
+        render=True if args.render else False if args.no_render else None,
         progress=_progress,
     )
 

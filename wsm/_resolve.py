@@ -166,7 +166,7 @@ def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping[str, An
 class ResolveOptions:
     fetch: FetchOptions = field(default_factory=FetchOptions)
     user_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name in the release
-    render: bool = False
+    render: bool | None = None  # True: insist on differential rendering; False: never; None: when helm is found
     helm: str | None = None
     progress: Callable[[str], None] | None = None
 
@@ -288,7 +288,7 @@ def _rendered(
 ) -> list[ResolvedImage] | None:
     """The chart's images bound by differential rendering; None when helm is absent, or when the chart does not
     render with these values and rendering was not insisted on (the values method then stands alone)."""
-    if not options.render and find_helm(options.helm) is None:
+    if options.render is False or (options.render is None and find_helm(options.helm) is None):
         return None
     location = resolved_chart.archive or entry.source.path
     if location is None:
