@@ -261,6 +261,12 @@ def test_a_pinned_multi_platform_image_with_one_platform_kept_is_pinned_to_what_
     assert values["image"] == {"repository": f"{site}/pin-up/multi", "digest": kept}
     assert occurs(internal, helm_template(chart, values, tmp_path / "helm"))
     assert sha256(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{internal}")) == kept
+    assert "proof: rendered 1 charts with the written values: 1 image references, all internal" in pushed.stdout
+    # Where helm is absent, push says the proof was skipped (the pinned digest is still asked of the registry).
+    without_helm = wsm("push", "--bundle", str(bundle), "--registry", site, "--helm-repo", f"{helm_repo.url}/pin",
+                       "--plain-http", cwd=tmp_path, env={"WSM_HELM": "", "PATH": "/usr/bin:/bin"})
+    assert without_helm.returncode == 0, without_helm.stderr
+    assert "proof: skipped: helm was not found" in without_helm.stdout
 
 
 def test_a_template_that_refuses_a_marker_costs_a_few_renders_and_is_named(tmp_path):
@@ -330,3 +336,12 @@ def test_a_registry_in_a_sub_charts_own_global_defaults_is_moved_through_the_roo
     assert values["global"] == {"imageRegistry": "registry.corp:5000"}
     output = helm_template(parent, values, tmp_path / "helm")
     assert occurs(targets[image.reference].canonical, output)
+
+
+def test_an_unused_image_the_manifest_lists_as_an_extra_is_carried(stack):
+    extra = "images:\n  - {image: docker.io/acme/exporter:1.0, group: Stack, why: started by the operator}\n"
+    text = f"apiVersion: wsm/v1\nkind: Release\nname: s\ncharts:\n  - {{name: stack, group: Stack, path: {stack}}}\n"
+    resolution = resolve_release(parse_manifest(text + extra, "s.yaml", base=None), ResolveOptions(helm=helm_binary()))
+    exporter = resolution.image("docker.io/acme/exporter:1.0")
+    assert exporter is not None and not exporter.unused
+    assert {i.reference.canonical for i in resolution.to_download()} == set(RENDERED) | {"docker.io/acme/exporter:1.0"}
