@@ -290,7 +290,7 @@ def test_a_template_that_refuses_a_marker_costs_a_few_renders_and_is_named(tmp_p
     notes = " ".join(resolution.notes)
     assert "setting checked.image.tag to a marker makes helm fail" in notes
     renders = int(re.search(r"(\d+) helm renders for 14 candidate", notes).group(1))
-    assert renders <= 12  # the baseline and a bisection over 7 images (then 2 fields), not one render per path
+    assert renders <= 10, renders  # the baseline and a bisection over 7 images (then 2 fields), not one per path
     checked_image = resolution.image("docker.io/acme/checked:1.2")
     assert [b.transformation for b in checked_image.bindings] == ["<checked.image.repository>:1.2"]
     values_out, targets = site_values(chart, resolution)

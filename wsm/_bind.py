@@ -235,16 +235,17 @@ def _sentinel_renders(renderer: _Renderer, view: Values, groups: Sequence[Sequen
         if len(batch) == 1:
             unprobed.append(next(iter(batch.values())).path)
             return
-        parts = [[[index] for index in groups[0]]] if len(groups) == 1 else [groups[:len(groups) // 2],
-                                                                              groups[len(groups) // 2:]]
-        for part in parts:
+        if len(groups) == 1:  # one image's fields: now apart
+            groups = [[index] for index in groups[0]]
+        half = len(groups) // 2
+        for part in (groups[:half], groups[half:]):
             yield from _sentinel_renders(renderer, view, part, numbered, markers, unprobed)
         return
     yield batch, rendered
 
 
 def _groups(found: Sequence[BoundPath]) -> list[list[int]]:
-    """BoundPath indices by image: the fields of one map together, every string on its own."""
+    """Indices of the candidates by image: the fields of one map together, every string on its own."""
     by_parent: dict[str, list[int]] = {}
     for index, candidate in enumerate(found):
         parent, _, name = candidate.path.rpartition(".")
