@@ -79,6 +79,19 @@ def occurs(text: str, output: str) -> bool:
     return re.search(rf"(?<![\w./:-]){re.escape(text)}(?![\w./:@-])", output) is not None
 
 
+def image_fields(node):
+    """Every string under an `image` key in parsed helm output."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "image" and isinstance(value, str):
+                yield value
+            else:
+                yield from image_fields(value)
+    elif isinstance(node, (list, tuple)) or hasattr(node, "__next__"):
+        for item in node:
+            yield from image_fields(item)
+
+
 def test_each_rendered_image_is_bound_to_the_values_that_make_it(stack):
     resolution = resolved(stack)
     bindings = {image.reference.canonical: image.bindings for image in resolution.images}
@@ -135,6 +148,9 @@ def test_helm_renders_only_internal_images_with_the_upstream_tags(stack, tmp_pat
         else:
             assert occurs(target, output), target
             assert not occurs(rendered_text, output), rendered_text
+    # Every image field helm renders (containers of any kind, the custom resource) is internal, but the hard-coded.
+    fields = set(image_fields(yaml.safe_load_all(output)))
+    assert fields and {f for f in fields if not f.startswith(SITE + "/")} == {"busybox:1.36"}
     prove_mapping(release(stack), resolution.charts, resolution.to_download(), {}, helm_binary(), ["stack"])
 
 
