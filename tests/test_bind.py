@@ -361,3 +361,23 @@ def test_an_unused_image_the_manifest_lists_as_an_extra_is_carried(stack):
     exporter = resolution.image("docker.io/acme/exporter:1.0")
     assert exporter is not None and not exporter.unused
     assert {i.reference.canonical for i in resolution.to_download()} == set(RENDERED) | {"docker.io/acme/exporter:1.0"}
+
+
+def test_a_lock_from_before_differential_rendering_is_proved_with_its_render_only_images_as_hard_coded(tmp_path):
+    """An old `--render` lock: images found only by rendering carry no binding; the proof takes them as
+    hard-coded, and the values-path overrides of the others must still render internal."""
+    from wsm._bind import prove
+    from wsm._model import ImageSource, Method
+
+    chart = build_platform_chart(tmp_path / "charts")
+    values_only = resolve_release(release(chart), ResolveOptions(render=False)).images
+    render_only = [ResolvedImage(Reference.parse(text), "g", (ImageSource("stack", Method.RENDER, template="t"),))
+                   for text in ("busybox:1.36", "alpine:3.19")]
+    images = values_only + render_only
+    targets = plan_targets([image.reference for image in images], TargetRegistry.parse(SITE))
+    overrides, _ = chart_overrides(images, targets, "stack", None)
+    proof = prove(chart, overrides, chart="stack", release="r", namespace="ns", images=images, targets=targets,
+                  helm=helm_binary())
+    assert proof.problems == []
+    assert set(proof.hardcoded) == {"docker.io/library/busybox:1.36", "docker.io/library/alpine:3.19"}
+    assert proof.checked == 8  # app, console, redis, exporter, tool, twice busybox, alpine

@@ -25,7 +25,7 @@ from typing import Any
 
 from ._chart import Chart
 from ._exceptions import InvalidReference, RenderError
-from ._model import Binding, BoundPath, ResolvedImage, Role
+from ._model import Binding, BoundPath, Method, ResolvedImage, Role
 from ._reference import Reference, looks_like_reference
 from ._render import RenderedString, helm_template, rendered_strings
 from ._values import Values, join_path, set_path, sub_values
@@ -374,7 +374,9 @@ def prove(chart_path: Path, values: Values, *, chart: str, release: str, namespa
     """Render `chart_path` with `values` and check every image field, and every string a binding recorded,
     against the internal references `targets` gives."""
     expected = {target.canonical for target in targets.values()}
-    hardcoded = {image.reference.canonical for image in images if image.hardcoded}
+    # Hard-coded: marked so by the binding, or (a lock from before differential rendering) found only by rendering.
+    hardcoded = {image.reference.canonical for image in images
+                 if image.hardcoded or (not image.bindings and image.methods == {Method.RENDER})}
     bound_locations = {binding.location for image in images for binding in image.bindings if binding.chart == chart}
     proof = Proof(chart)
     rendered = rendered_strings(helm_template(chart_path, values, release=release, namespace=namespace, helm=helm))
