@@ -273,3 +273,146 @@ def build_operator_chart(workdir: Path) -> Path:
         {"image": {"repository": "acme/controller", "tag": "latest", "pullSecrets": []}, "airgapped": False},
         {"deployment.yaml": OPERATOR_DEPLOYMENT},
     )
+
+
+# --- a chart of the patterns differential rendering must bind (tests/test_bind.py) --------------------------------
+
+NODE_EXPORTER_HELPERS = """\
+{{- define "ne.image" -}}
+{{- $tag := .Values.image.tag | default (printf "v%s" .Chart.AppVersion) -}}
+{{ printf "%s/%s:%s" .Values.image.registry .Values.image.repository $tag }}
+{{- end -}}
+"""
+
+def workload(kind: str, name: str, image: str) -> str:
+    """A one-container workload template of `kind` whose container image is the template text `image`."""
+    return (
+        f"apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {{{{ .Release.Name }}}}-{name}}}\nspec:\n"
+        f"  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n"
+        f"    spec:\n      containers:\n        - name: {name}\n          image: {image}\n"
+    )
+
+
+# A Deployment of the `{repository, tag}` image at `image`: a chart whose templates use its values image.
+IMAGE_DEPLOYMENT = workload("Deployment", "main", '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"')
+DAEMONSET = workload("DaemonSet", "node-exporter", '{{ include "ne.image" . | quote }}')
+KSM_DEPLOYMENT = workload("Deployment", "ksm",
+                          '"{{ .Values.image.repository }}:v{{ .Values.image.tag | default .Chart.AppVersion }}"')
+EXPORTER_DEPLOYMENT = "{{- if .Values.enabled }}\n" + workload(
+    "Deployment", "exporter", '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"') + "{{- end }}\n"
+DB_STATEFULSET = workload(
+    "StatefulSet", "db", '{{ .Values.global.imageRegistry | default .Values.image.registry | default "docker.io" }}'
+    "/{{ .Values.image.repository }}:{{ .Values.image.tag }}")
+
+STACK_TEMPLATES = {
+    "app.yaml": """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: {{ .Release.Name }}-app}
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: wait
+          image: busybox:1.36
+      containers:
+        - name: app
+          image: "{{ .Values.app.image.repository }}:{{ tpl .Values.app.image.tag . }}"
+          args: ["--port=8080", "--sidecar-image={{ .Values.sidecar.image.repository }}:{{ .Values.sidecar.image.tag }}"]
+          env:
+            - {name: HELPER_IMAGE, value: {{ .Values.helper.image | quote }}}
+            - {name: MODE, value: "fast"}
+""",
+    "configmap.yaml": """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: {{ .Release.Name }}-sidecars}
+data:
+  sidecars.yaml: |
+    inject:
+      image: {{ .Values.cm.image.registry }}/{{ .Values.cm.image.repository }}:{{ .Values.cm.image.tag }}
+      url: https://example.com/docs
+""",
+    "prometheus.yaml": """\
+apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {name: {{ .Release.Name }}}
+spec:
+  image: {{ printf "%s/%s:%s" .Values.prom.image.registry .Values.prom.image.repository .Values.prom.image.tag }}
+  replicas: 1
+""",
+    "test-hook.yaml": """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .Release.Name }}-test
+  annotations: {"helm.sh/hook": test}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: test
+      image: {{ .Values.test.image }}
+""",
+}
+
+
+def build_bind_chart(workdir: Path) -> Path:
+    """`stack` (appVersion 9.9.9): every pattern of issue 9 in one chart.
+
+    - `node-exporter` (1.6.1): tag `"v" + appVersion` in an `include`d helper, registry/repository/tag printf-joined;
+    - `ksm` (2.10.0): `:v{{ tag | default appVersion }}` in the template;
+    - `exporters` (alias of `exporter`): condition `exporters.install` true, but its template tests `.enabled`
+      (false): its image never renders;
+    - `primary` (alias of `db`): a `global.imageRegistry | default registry | default "docker.io"` chain; it
+      declares `instance` (prometheus 24.*.*, a remote dependency, not vendored) switched off by
+      `instance.install`;
+    - the root: a tag through `tpl`, an image in `args`, one in an `env` value, one in a ConfigMap, a custom
+      resource's `spec.image`, a test hook, and a hard-coded initContainer (busybox:1.36).
+    """
+    instance = {"name": "prometheus", "alias": "instance", "version": "24.*.*", "condition": "instance.install",
+                "repository": "https://prometheus-community.github.io/helm-charts"}
+    subcharts = [  # name, version, appVersion, dependencies, values, templates
+        ("node-exporter", "4.24.0", "1.6.1", [],
+         {"image": {"registry": "quay.io", "repository": "prometheus/node-exporter", "tag": ""}},
+         {"_helpers.tpl": NODE_EXPORTER_HELPERS, "daemonset.yaml": DAEMONSET}),
+        ("ksm", "5.15.2", "2.10.0", [],
+         {"image": {"repository": "registry.k8s.io/kube-state-metrics/kube-state-metrics", "tag": ""}},
+         {"deployment.yaml": KSM_DEPLOYMENT}),
+        ("exporter", "0.2.0", "1.0", [], {"enabled": False, "image": {"repository": "acme/exporter", "tag": "1.0"}},
+         {"deployment.yaml": EXPORTER_DEPLOYMENT}),
+        ("db", "13.2.0", "16.1.0", [instance],
+         {"global": {"imageRegistry": ""}, "instance": {"install": False},
+          "image": {"registry": "docker.io", "repository": "bitnami/postgresql", "tag": "16.1.0"}},
+         {"statefulset.yaml": DB_STATEFULSET}),
+    ]
+    sources = [
+        write_chart(workdir / "src" / name, {"apiVersion": "v2", "name": name, "version": version,
+                                              "appVersion": app_version, "dependencies": dependencies},
+                    values, templates)
+        for name, version, app_version, dependencies, values, templates in subcharts
+    ]
+    stack = write_chart(
+        workdir / "stack",
+        {"apiVersion": "v2", "name": "stack", "version": "1.0.0", "appVersion": "9.9.9",
+         "dependencies": [
+             {"name": "node-exporter", "version": "4.x"},
+             {"name": "ksm", "version": "5.x"},
+             {"name": "exporter", "alias": "exporters", "version": "0.2.0", "condition": "exporters.install"},
+             {"name": "db", "alias": "primary", "version": "13.x", "condition": "primary.enabled"},
+         ]},
+        {
+            "global": {},
+            "exporters": {"install": True},
+            "primary": {"enabled": True},
+            "app": {"image": {"repository": "acme/app", "tag": "{{ .Chart.AppVersion }}"}},
+            "sidecar": {"image": {"repository": "acme/sidecar", "tag": "3.1"}},
+            "helper": {"image": "acme/helper:2.0"},
+            "cm": {"image": {"registry": "ghcr.io", "repository": "acme/cm", "tag": "1.2"}},
+            "prom": {"image": {"registry": "quay.io", "repository": "prometheus/prometheus", "tag": "v2.48.0"}},
+            "test": {"image": "acme/tester:0.1"},
+        },
+        STACK_TEMPLATES,
+    )
+    for sub in sources:
+        package(sub, stack / "charts")
+    return stack

@@ -103,10 +103,10 @@ class Flow:
         result = self.wsm("list", "--manifest", str(self.manifest), "-o", "plain")
         return result.stdout.split()
 
-    def download(self) -> None:
+    def download(self) -> str:
         mirror = f"docker.io={self.registry.host}/dockerhub"
-        self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
-                 "--registry-mirror", mirror, "--plain-http")
+        return self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
+                 "--registry-mirror", mirror, "--plain-http").stderr
 
     # -- the offline side --------------------------------------------------------------------------------------
 
@@ -161,12 +161,16 @@ class Flow:
         return self.workdir / "bundle"
 
     def wsm(self, *args: str, stdin: str = "", expect_success: bool = True) -> subprocess.CompletedProcess[str]:
-        self.log("$ wsm " + " ".join(args))
-        result = wsm(*args, stdin=stdin, cwd=self.workdir, env={"DOCKER_CONFIG": str(self.workdir / "docker")})
+        result = self.wsm_unchecked(*args, stdin=stdin)
         if expect_success and result.returncode != 0:
             raise AssertionError(f"wsm {args[0]} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result
 
+    def wsm_unchecked(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        self.log("$ wsm " + " ".join(args))
+        # helm for wsm too: download and push prove the values they write by rendering them.
+        env = {"DOCKER_CONFIG": str(self.workdir / "docker"), "WSM_HELM": helm_binary() or ""}
+        return wsm(*args, stdin=stdin, cwd=self.workdir, env=env)
     @property
     def offline_python(self) -> Path:
         return DEBIAN_PYTHON if DEBIAN_PYTHON.exists() else Path(sys.base_prefix) / "bin" / "python3"

@@ -8,7 +8,7 @@ import pytest
 import trustme
 import yaml
 
-from charts import package, write_chart
+from charts import IMAGE_DEPLOYMENT, package, write_chart
 from images import make_image
 from servers import Registry, free_port
 from support import one_line_error, wsm
@@ -66,7 +66,8 @@ def test_download_rerun_json_skips_complete_images(release):
 
 def test_download_failure_is_listed_and_exit_code_is_1(registry, tmp_path):
     chart = write_chart(tmp_path / "broken", {"apiVersion": "v2", "name": "broken", "version": "0.1.0"},
-                        {"image": {"repository": f"{registry.host}/cli/missing", "tag": "9.9"}})
+                        {"image": {"repository": f"{registry.host}/cli/missing", "tag": "9.9"}},
+                        {"deployment.yaml": IMAGE_DEPLOYMENT})
     result = wsm("download", "--chart", str(chart), "--bundle", str(tmp_path / "b"), "--plain-http", cwd=tmp_path)
     one_line_error(result, f"FAILED {registry.host}/cli/missing:9.9", "Run the same command again")
 
@@ -141,7 +142,8 @@ def test_download_credentials_are_bound_to_their_registry(tmp_path):
     with Registry(tmp_path / "private", htpasswd={"reader": "pw"}) as private:
         make_image(private, "vendor/app", tmp_path, tag="3.0", creds="reader:pw")
         chart = package(write_chart(tmp_path / "c", {"apiVersion": "v2", "name": "c", "version": "0.1.0"},
-                                    {"image": {"repository": f"{private.host}/vendor/app", "tag": "3.0"}}), tmp_path)
+                                    {"image": {"repository": f"{private.host}/vendor/app", "tag": "3.0"}},
+                                    {"deployment.yaml": IMAGE_DEPLOYMENT}), tmp_path)
         base = ["download", "--chart", str(chart), "--plain-http", "--username", "reader", "--password-stdin"]
         unbound = wsm(*base, "--bundle", str(tmp_path / "b0"), stdin="pw\n", cwd=tmp_path)
         one_line_error(unbound, "--login-host")

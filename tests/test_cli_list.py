@@ -83,7 +83,7 @@ def test_chart_render_reports_template_only_images(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert "docker.io/library/alpine:3.19" in [i["image"] for i in data["images"]]
-    assert "found only by rendering" in result.stderr
+    assert "docker.io/library/alpine:3.19 is hard-coded in the templates" in result.stderr
 
 
 def test_values_need_a_chart_name_when_the_release_has_several(tmp_path):

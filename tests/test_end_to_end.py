@@ -28,10 +28,11 @@ def flow(tmp_path_factory):
 def pushed(flow):
     """The connected side and the first push, done once: what each test below starts from, in any order."""
     listed = flow.list_images()
-    flow.download()
+    downloaded = flow.download()
     verified = flow.verify()
     sums = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=flow.bundle, capture_output=True)
-    return {"listed": listed, "verified": verified, "sums": sums.returncode, "runbook": flow.push()}
+    return {"listed": listed, "verified": verified, "sums": sums.returncode, "runbook": flow.push(),
+            "downloaded": downloaded}
 
 
 def test_list_download_verify_push_install_from_internal_sources_only(flow, pushed):
@@ -78,6 +79,9 @@ def test_list_download_verify_push_install_from_internal_sources_only(flow, push
     assert "kubectl apply -f bundle/values/platform-cr.yaml" in runbook
     assert "`spec.values.global.host`" in runbook
     assert (flow.bundle / "RUNBOOK.md").read_text().strip() in runbook
+    # Both sides proved the values by rendering them before saying done.
+    assert "rendered 2 charts with the written values: 6 image references, all internal" in pushed["downloaded"]
+    assert "proof: rendered 2 charts with the written values: 6 image references, all internal" in runbook
 
 
 def test_second_push_sends_no_blob(flow, pushed):
@@ -89,6 +93,7 @@ def test_second_push_sends_no_blob(flow, pushed):
     assert len(report["charts"]) == 2
     assert report["pull_secret"] == {"name": PULL_SECRET, "pod_specs_checked": 6, "gaps": [],
                                      "charts_without_keys": [], "notes": []}
+    assert report["proof"] == "rendered 2 charts with the written values: 6 image references, all internal"
 
 
 def runbook_blocks(flow, heading: str) -> list[str]:
@@ -165,3 +170,17 @@ def test_a_users_values_file_gets_the_pull_secret_too(flow, pushed):
     values = yaml.safe_load(text)
     assert values["image"]["pullSecrets"] == [PULL_SECRET]
     assert values["image"]["repository"] == f"{flow.site_registry.host}/site/acme/controller"
+
+
+def test_push_fails_naming_an_image_its_values_leave_outside(flow, pushed, tmp_path):
+    """A site that switches on a component the bundle does not carry: helm would pull from the internet, and
+    push says so instead of "done"."""
+    site = tmp_path / "site.yaml"
+    site.write_text("weave: {install: true}\n")
+    result = flow.wsm_unchecked("push", "--bundle", str(flow.bundle), "--registry", f"{flow.site_registry.host}/site",
+                                "--helm-repo", flow.site_charts.url, "--ca-file", str(flow.ca_file),
+                                "--username", "site-admin", "--password-stdin", "--site-values", f"platform={site}",
+                                stdin="s3cret-pw\n")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not every image is internal: platform:" in result.stderr
+    assert "renders acme/weave:7.7.7, not an internal image" in result.stderr

@@ -20,6 +20,10 @@ DEFAULT_IMAGES = {
 }
 
 
+# The values method alone, whether or not helm is on PATH: what these tests check.
+VALUES_ONLY = ResolveOptions(render=False)
+
+
 @pytest.fixture(scope="module")
 def platform_dir(tmp_path_factory) -> Path:
     return build_platform_chart(tmp_path_factory.mktemp("charts"))
@@ -48,7 +52,7 @@ def paths(resolution):
 
 
 def test_lists_exactly_the_enabled_images_with_their_values_paths(platform_dir):
-    resolution = resolve_release(release(platform_dir))
+    resolution = resolve_release(release(platform_dir), VALUES_ONLY)
     assert paths(resolution) == DEFAULT_IMAGES
     redis = resolution.image("docker.io/bitnami/redis:7.2.4-debian-12-r9")
     assert {s.method.value for s in redis.sources} == {"values", "annotation"}
@@ -62,7 +66,7 @@ def test_lists_exactly_the_enabled_images_with_their_values_paths(platform_dir):
 
 def test_pinned_values_conditions_tags_and_global_registry(platform_dir):
     values = "{weave: {install: true}, tags: {extras: true}, global: {imageRegistry: mirror.corp}, app: {image: {tag: 9.9.9}}, redis: {metrics: {enabled: false}}}"
-    resolution = resolve_release(release(platform_dir, values))
+    resolution = resolve_release(release(platform_dir, values), VALUES_ONLY)
     found = paths(resolution)
     assert found["docker.io/acme/weave:7.7.7"] == ["weave.image"]
     assert found["docker.io/acme/extras:3.3.3"] == ["extras.image"]  # appVersion tag, enabled by tag
@@ -77,7 +81,8 @@ def test_pinned_values_conditions_tags_and_global_registry(platform_dir):
 
 def test_user_values_override_the_manifest(platform_dir, tmp_path):
     pinned = "{console: {install: true}, app: {image: {tag: 9.9.9}}}"
-    options = ResolveOptions(user_values={"platform": {"console": {"install": False}, "app": {"image": {"tag": "1.2"}}}})
+    options = ResolveOptions(user_values={"platform": {"console": {"install": False}, "app": {"image": {"tag": "1.2"}}}},
+                             render=False)
     found = paths(resolve_release(release(platform_dir, pinned), options))
     expected = {ref: where for ref, where in DEFAULT_IMAGES.items() if "acme/console" not in ref and "acme/app" not in ref}
     assert found == {**expected, "docker.io/acme/app:1.2": ["app.image"]}
@@ -85,7 +90,7 @@ def test_user_values_override_the_manifest(platform_dir, tmp_path):
 
 def test_extra_images_of_the_manifest(platform_dir):
     extra = "images:\n  - {image: 'busybox:1.36', group: Tools, why: debug pod}"
-    resolution = resolve_release(release(platform_dir, extra=extra))
+    resolution = resolve_release(release(platform_dir, extra=extra), VALUES_ONLY)
     busybox = resolution.image("docker.io/library/busybox:1.36")
     assert busybox.group == "Tools" and busybox.sources[0].method.value == "manifest"
 
@@ -94,7 +99,7 @@ def test_packaged_chart_resolves_the_same(platform_dir, tmp_path):
     from charts import package
 
     archive = package(platform_dir, tmp_path)
-    assert paths(resolve_release(release(archive))) == DEFAULT_IMAGES
+    assert paths(resolve_release(release(archive), VALUES_ONLY)) == DEFAULT_IMAGES
 
 
 def test_dependency_not_vendored_is_a_clear_error(platform_dir, tmp_path):
@@ -103,8 +108,8 @@ def test_dependency_not_vendored_is_a_clear_error(platform_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(platform_dir, broken)
     (broken / "charts" / "redis-18.19.4.tgz").unlink()
-    with pytest.raises(ChartError, match="dependency 'redis' is not vendored.*helm dependency build"):
-        resolve_release(release(broken))
+    with pytest.raises(ChartError, match=r"platform > redis \(redis 18.x\): dependency 'redis' is enabled but not vendored.*helm dependency build.*redis.install false"):
+        resolve_release(release(broken), VALUES_ONLY)
 
 
 @pytest.mark.helm
@@ -124,9 +129,11 @@ def test_render_agrees_with_helm_template(platform_dir):
     init = resolution.image("docker.io/library/busybox:1.36")
     assert {s.template for s in init.sources} == {"platform/charts/app/templates/deployment.yaml",
                                                    "platform/charts/console/templates/deployment.yaml"}
-    only_render = [n for n in resolution.notes if "found only by rendering" in n]
-    assert len(only_render) == 2
-    assert not [n for n in resolution.notes if "found only in values" in n]
+    hardcoded = [n for n in resolution.notes if "is hard-coded in the templates" in n]
+    assert len(hardcoded) == 2
+    assert {i.reference.canonical for i in resolution.images if i.hardcoded} == {
+        "docker.io/library/busybox:1.36", "docker.io/library/alpine:3.19"}
+    assert not [n for n in resolution.notes if "never render" in n]
 
 
 @pytest.mark.helm
@@ -141,7 +148,7 @@ def test_overrides_make_helm_render_internal_images_only(platform_dir, tmp_path,
     from wsm._values import merge
 
     manifest = release(platform_dir, pinned)
-    resolution = resolve_release(manifest)
+    resolution = resolve_release(manifest, VALUES_ONLY)
     targets = plan_targets([i.reference for i in resolution.images], TargetRegistry.parse("registry.corp/site"))
     overrides, unredirected = image_overrides(resolution.images, targets, "platform")
     values = merge(manifest.charts[0].values, overrides)

@@ -118,9 +118,11 @@ def add_release_options(parser: argparse.ArgumentParser, *, lock: bool = True) -
     if lock:
         group.add_argument("--resolve", action="store_true",
                            help="fetch the charts and derive the images (else: the manifest's lock)")
-    group.add_argument("--render", action="store_true", help="also run `helm template` and compare the images found")
-    group.add_argument("--helm", metavar="PATH",
-                       help="the helm binary for --render (default: $WSM_HELM, then helm on PATH)")
+    group.add_argument("--render", action="store_true",
+                       help="insist on differential rendering with helm (it runs whenever helm is found)")
+    group.add_argument("--no-render", action="store_true",
+                       help="the values method alone, even when helm is found (nothing is proved by rendering)")
+    group.add_argument("--helm", metavar="PATH", help="the helm binary for rendering (default: $WSM_HELM, then PATH)")
 
 
 def add_transport_options(parser: argparse.ArgumentParser, *, credentials: bool = False) -> None:
@@ -196,7 +198,8 @@ def chart_option(item: str, separator: str, release: ReleaseManifest, option: st
 
 def resolve_options(args: argparse.Namespace, release: ReleaseManifest) -> ResolveOptions:
     return ResolveOptions(
-        fetch=fetch_options(args), user_values=user_values(args, release), render=args.render, helm=args.helm,
+        fetch=fetch_options(args), user_values=user_values(args, release), helm=args.helm,
+        render=True if args.render else False if args.no_render else None,
         progress=_progress,
     )
 
@@ -230,7 +233,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.output == "text":
         print(render_text(release, resolution))
     elif args.output == "plain":
-        print("\n".join(image.reference.canonical for image in resolution.images))
+        print("\n".join(image.reference.canonical for image in resolution.to_download()))
     else:
         print_data(data, args.output)
     return 0
@@ -251,7 +254,7 @@ def list_data(release: ReleaseManifest, resolution: Resolution, platforms: list[
         "from": "lock" if resolution.from_lock else "charts",
         "platforms": platforms,
         "charts": [chart.to_dict() for chart in resolution.charts],
-        "images": [image.to_dict() for image in resolution.images],
+        "images": [image_data(image) for image in resolution.images],
         "skipped": [skipped.to_dict() for skipped in resolution.skipped],
         "invalid": [invalid.to_dict() for invalid in resolution.invalid],
         "notes": resolution.notes,
@@ -278,11 +281,34 @@ def render_text(release: ReleaseManifest, resolution: Resolution) -> str:
 
 
 def _where(image: ResolvedImage) -> str:
+    """Its values paths (as the transformation that renders it, when rendering bound it), how it was found, and
+    a mark for hard-coded and unused images."""
     places: dict[str, list[str]] = {}
-    for source in image.sources:
+    for binding in image.bindings:
+        places.setdefault(binding.chart, []).append(binding.transformation)
+    for source in image.sources if not image.bindings else ():
         chart = source.chart.split("/", 1)[0]
         places.setdefault(chart, []).append(source.path or source.template or source.method.value)
-    return "; ".join(f"{chart}: {', '.join(dict.fromkeys(paths))}" for chart, paths in places.items())
+    where = "; ".join(f"{chart}: {', '.join(dict.fromkeys(paths))}" for chart, paths in places.items())
+    if image.found_by is not None and (image.bindings or image.hardcoded or image.unused):
+        where += f" (found by {image.found_by.value})"
+    if image.hardcoded:
+        where += " [hard-coded: no values path moves it]"
+    if image.unused:
+        where += " [unused: never rendered, not downloaded]"
+    return where
+
+
+def image_data(image: ResolvedImage) -> dict[str, Any]:
+    """An image as `-o json` shows it: the lock's record and how it was found."""
+    data = image.to_dict()
+    if image.found_by is not None:
+        data["found_by"] = image.found_by.value
+    data["values_paths"] = sorted({p.path for b in image.bindings for p in b.paths} or
+                                  {s.path for s in image.sources if s.path})
+    data.setdefault("hardcoded", False)
+    data.setdefault("unused", False)
+    return data
 
 
 def print_why(resolution: Resolution, text: str, output: str) -> int:
@@ -290,9 +316,15 @@ def print_why(resolution: Resolution, text: str, output: str) -> int:
     if image is None:
         raise WsmError(f"{text} is not an image of this release; `wsm list -o plain` lists them")
     if output in ("json", "yaml"):
-        print_data(image.to_dict(), output)
+        print_data(image_data(image), output)
         return 0
     print(f"{image.reference.canonical} (group {image.group}) is needed by:")
+    for binding in image.bindings:
+        print(f"  chart {binding.chart}, rendered as {binding.transformation} ({binding.field} at {binding.location})")
+    if image.found_by is not None:
+        marks = ", hard-coded: no values path moves it" if image.hardcoded else ""
+        marks += ", unused: the templates never render it (not downloaded)" if image.unused else ""
+        print(f"  found by {image.found_by.value}{marks}")
     for source in image.sources:
         parts = [f"chart {source.chart}"]
         if source.path:
@@ -369,8 +401,9 @@ def run_download(args: argparse.Namespace) -> int:
 
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
     release = select_release(args)
-    resolution = resolve_for_bundle(release, resolve_options(args, release))
-    images = resolution.images
+    how = resolve_options(args, release)
+    resolution = resolve_for_bundle(release, how)
+    images = resolution.to_download()
     quiet = args.quiet or args.output == "json"
     for note in resolution.notes + _invalid_notes(resolution):
         _say(quiet, f"wsm: note: {note}")
@@ -378,6 +411,7 @@ def run_download(args: argparse.Namespace) -> int:
         raise WsmError(f"{len(resolution.invalid)} image references in values do not parse "
                        f"({'; '.join(i.describe() for i in resolution.invalid)}); fix the values, or give "
                        "--allow-invalid to download the rest")
+    _say(quiet, f"wsm: note: {prove_before_download(release, resolution, how)}")
     mirrors = parse_mirrors(args.registry_mirror)
     options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
     with RegistryClient(options) as client, ProgressBar("download", enabled=show_bar(quiet), leave=True) as bar:
@@ -391,6 +425,19 @@ def run_download(args: argparse.Namespace) -> int:
     else:
         _print_download_summary(report)
     return 0 if report.ok else 1
+
+
+def prove_before_download(release: ReleaseManifest, resolution: Resolution, options: ResolveOptions) -> str:
+    """The values push will write, rendered under a stand-in registry before any image is fetched."""
+    from ._proof import helm_available, proof_summary, prove_mapping
+
+    if not helm_available(options.helm):
+        return "helm not found: the values were not rendered to prove that they point every image inside"
+    if not resolution.rendered:
+        return "no chart rendered with these values: the values were not proved by rendering"
+    proofs = prove_mapping(release, resolution.charts, resolution.to_download(), options.user_values, options.helm,
+                           resolution.rendered_charts)
+    return proof_summary(proofs)
 
 
 def download_credentials(args: argparse.Namespace, mirrors: dict[str, str]) -> dict[str, Any]:
@@ -535,7 +582,8 @@ def _add_push(commands: Commands) -> None:
                         help="name this kubernetes.io/dockerconfigjson secret for pulling in every written values "
                              "file (the runbook creates it)")
     parser.add_argument("--helm", metavar="PATH",
-                        help="helm binary that renders the written values to check the pull secret (default: PATH)")
+                        help="helm, to prove the written values by rendering and check the pull secret "
+                             "(default: $WSM_HELM, then PATH)")
     add_transport_options(parser, credentials=True)
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_push)
@@ -685,6 +733,8 @@ def _print_push(report: PushReport) -> None:
           f"{totals['blobs_present']} blobs already there, {totals['blobs_mounted']} mounted")
     for path in report.files:
         print(f"wrote {path}")
+    if report.proof:
+        print(f"proof: {report.proof}")
     for job in report.failures:
         print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
     for job in report.pinned:

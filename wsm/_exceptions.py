@@ -80,6 +80,10 @@ class RenderError(WsmError):
     """`helm template` failed or is not available."""
 
 
+class ProofFailed(RenderError):
+    """Rendering a chart with the values wsm wrote shows an image that is not the expected internal one."""
+
+
 class RegistryError(WsmError):
     """A registry or repository answered with an error, or could not be reached; `status` is the HTTP status
     of the answer (None when there was none)."""

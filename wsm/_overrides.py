@@ -7,7 +7,10 @@ Each shape is rewritten the way its templates read it:
 - a plain string: the whole internal reference.
 A target with a digest (a tag that holds another image, pinned to the carried one) sets the maps' `digest`
 and the string's `tag@digest`.
-Nothing else is touched: a key the release did not use for an image keeps its meaning.
+Nothing else is touched: a key the release did not use for an image keeps its meaning. An image that
+differential rendering bound to values paths is instead solved from its binding: each bound path gets the
+value that makes the template render exactly the internal reference (`"v" + tag` gets the tag without its
+"v"), whatever the shape.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._bind import binding_overrides
 from ._exceptions import ValuesError
 from ._files import write_atomically
 from ._model import ImageSource, ResolvedImage, Shape
@@ -34,6 +38,12 @@ def image_overrides(
     unredirected: list[str] = []
     for image in images:
         target = targets[image.reference]
+        bound = binding_overrides(image, target, chart)
+        if bound is not None:  # rendering showed which paths make it and how: set exactly those
+            values = merge(values, bound[0])
+            if not bound[1] or image.hardcoded:
+                unredirected.append(image.reference.canonical)
+            continue
         sources = [s for s in image.sources if belongs_to(s, chart)]
         for source in sources:
             if source.path and source.shape:

@@ -22,7 +22,7 @@ import yaml
 from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
-from ._exceptions import BundleError, DigestMismatch, Hint, TagConflict, WsmError
+from ._exceptions import BundleError, DigestMismatch, Hint, ProofFailed, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
 from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
@@ -33,6 +33,7 @@ from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._overrides import belongs_to, rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._proof import helm_available, proof_summary, prove_install
 from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validate_secret_name
 from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
@@ -268,7 +269,7 @@ class PushOptions:
     user_values_files: Mapping[str, Path] = field(default_factory=dict)  # by chart name: rewritten in place
     repo_auth: RepoAuth = field(default_factory=RepoAuth)
     pull_secret: str | None = None  # the Kubernetes secret every written values file names for pulling
-    helm: str | None = None  # the helm binary that renders the written values to check the pull secret
+    helm: str | None = None  # the helm binary for the proof and the pull-secret check (default: $WSM_HELM, PATH)
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ class PushReport:
     withheld: list[WithheldChart] = field(default_factory=list)
     root_digest: str | None = None
     pull_secret: PullSecretReport | None = None
+    proof: str | None = None  # what rendering with the written values proved, or why it was skipped
 
     @property
     def failures(self) -> list[ImagePush]:
@@ -321,6 +323,7 @@ class PushReport:
             "withheld": [chart.to_dict() for chart in self.withheld],
             "root_digest": self.root_digest,
             **({"pull_secret": self.pull_secret.to_dict()} if self.pull_secret else {}),
+            "proof": self.proof,
         }
 
 
@@ -337,9 +340,11 @@ def push_release(
     mapping = load_mapping(options.mapping) if options.mapping else None
     entries = bundle.lock.release_images()
     images = [entry.resolved for entry in entries]
-    targets = plan_targets([entry.reference for entry in entries], registry, mapping)
+    targets = pin_what_was_kept(entries, plan_targets([entry.reference for entry in entries], registry, mapping))
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
                        dry_run=options.dry_run, progress=progress)
+    if not options.dry_run:
+        check_pinned(entries, targets, jobs, client)
     withheld = [] if options.dry_run else withheld_charts(release, images, jobs)
     # A chart goes out only when every image of it is in the registry as carried: else the cluster would run
     # something else, or nothing. Its old install files go too, so nothing left looks complete.
@@ -358,6 +363,7 @@ def push_release(
         return report
     files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values,
                                 options.pull_secret)
+    report.proof = _prove(bundle, publishable, files, images, pinned, options.helm)
     rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret) for name, path in
                  options.user_values_files.items() if name in locations]
     record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
@@ -369,7 +375,8 @@ def push_release(
         secret_steps = _secret_steps(publishable, registry.host, report.pull_secret)
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
-                             check=_check_command(bundle, options, transport), pull_secret=secret_steps)
+                             check=_check_command(bundle, options, transport), pull_secret=secret_steps,
+                             repinned=repinned(entries, targets))
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     pushed = record.write(bundle.root)
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE), str(pushed)] + rewritten
@@ -458,6 +465,52 @@ def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence
 def _secret_steps(release: ReleaseManifest, registry_host: str, report: PullSecretReport) -> PullSecretSteps:
     return PullSecretSteps(report.secret, registry_host, _namespaces(release), tuple(report.without_keys),
                            tuple(str(gap) for gap in report.gaps), tuple(report.notes))
+
+
+def pin_what_was_kept(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference]
+                      ) -> dict[Reference, Reference]:
+    """A reference pinned by digest names, inside, what the bundle kept: when a download kept only some platforms
+    of a pinned index, the internal registry never gets the upstream index digest, so the values must pin the
+    digest of the kept manifest (or wsm's index over the kept platforms)."""
+    result = dict(targets)
+    for entry in entries:
+        target = result[entry.reference]
+        if target.digest and target.digest != entry.top.digest:
+            result[entry.reference] = target.with_digest(entry.top.digest)
+    return result
+
+
+def repinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference]) -> list[tuple[str, str]]:
+    """(source, internal reference) of each pinned image whose internal digest is not the upstream one."""
+    return [(entry.reference.canonical, targets[entry.reference].canonical) for entry in entries
+            if entry.reference.digest and targets[entry.reference].digest != entry.reference.digest]
+
+
+def check_pinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference], jobs: Sequence[ImagePush],
+                 client: RegistryClient) -> None:
+    """Every digest the values will pin, asked of the internal registry with a manifest request."""
+    failed = {job.source for job in jobs if job.result is PushResult.FAILED}
+    missing = []
+    for entry in entries:
+        target = targets[entry.reference]
+        if target.digest and entry.reference not in failed:
+            found = client.head_manifest(target.with_tag(None))
+            if found is None or found.digest != target.digest:
+                missing.append(target.canonical)
+    if missing:
+        raise ProofFailed(f"the internal registry does not serve {', '.join(missing)}, which the values pin")
+
+
+def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], images: Sequence[ResolvedImage],
+           targets: Mapping[Reference, Reference], helm: str | None) -> str:
+    """Render each chart with the values just written; ProofFailed names any image that is not internal."""
+    if not helm_available(helm):
+        return "skipped: helm was not found, so the written values were not rendered to prove them"
+    by_name = {c.name: c for c in bundle.lock.release_charts()}
+    archives = {entry.name: bundle.path(by_name[entry.source.chart]) for entry in release.charts
+                if entry.source.chart in by_name}
+    proofs = prove_install(release, files, archives, images, targets, helm)
+    return proof_summary(proofs)
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],

@@ -47,6 +47,14 @@ def find_helm(explicit: str | None = None) -> str:
     return found
 
 
+def helm_if_any(explicit: str | None = None) -> str | None:
+    """The helm binary as `find_helm` finds it, or None when none was named and PATH has none: for the steps
+    that render whenever helm is there (a helm that was named but is not there is still an error)."""
+    if explicit or os.environ.get("WSM_HELM") or shutil.which("helm"):
+        return find_helm(explicit)
+    return None
+
+
 def render_images(
     chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
 ) -> list[RenderedImage]:
@@ -61,6 +69,15 @@ def render_documents(
     return list(_documents(_helm_template(find_helm(helm), chart, values, release, namespace)))
 
 
+def helm_template(chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
+                  ) -> str:
+    """The text `helm template` prints for `chart` with `values` (a user layer over the chart's defaults)."""
+    binary = find_helm(helm)
+    if binary is None:
+        raise RenderError("rendering the charts needs the helm binary", hint=Hint.HELM)
+    return _helm_template(binary, chart, values, release, namespace)
+
+
 def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: str, namespace: str) -> str:
     with tempfile.TemporaryDirectory(prefix="wsm-render-") as scratch:
         values_file = Path(scratch) / "values.yaml"
@@ -72,7 +89,10 @@ def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: st
             "HELM_DATA_HOME": f"{scratch}/data",
         }
         argv = [binary, "template", release, str(chart), "--namespace", namespace, "-f", str(values_file)]
-        result = subprocess.run(argv, capture_output=True, text=True, env=env)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, env=env)
+        except OSError as error:
+            raise RenderError(f"cannot run helm ({binary}): {error.strerror}", hint=Hint.HELM) from None
     if result.returncode != 0:
         message = " ".join(result.stderr.split())[:400]
         raise RenderError(f"helm template {chart.name} failed: {message}")
@@ -82,13 +102,17 @@ def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: st
 def images_in_manifests(text: str) -> list[RenderedImage]:
     """Every container image (any kind, any nesting: CronJobs, custom resources) and every `image:` string."""
     found: list[RenderedImage] = []
-    for source, document in _documents(text):
-        if not isinstance(document, dict):
-            continue
-        kind = str(document.get("kind", "?"))
+    for source, kind, document in _mappings(text):
         for image in _images_in(document):
             found.append(RenderedImage(Reference.parse(image), source, kind))
     return found
+
+
+def _mappings(text: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(template, kind, document) of every rendered document that is a mapping."""
+    for source, document in _documents(text):
+        if isinstance(document, dict):
+            yield source, str(document.get("kind", "?")), document
 
 
 def _documents(text: str) -> Iterator[tuple[str, object]]:
@@ -117,3 +141,75 @@ def _images_in(node: object) -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from _images_in(item)
+
+
+# --- every string that can carry an image reference, by where it sits -----------------------------------------
+
+_NOT_IMAGES = ("imagepullpolicy", "imagepullsecrets")
+_CORE_API = ("v1", "apps/v1", "batch/v1", "batch/v1beta1")
+
+
+@dataclass(frozen=True)
+class RenderedString:
+    """A string of the rendered output that may hold an image reference.
+
+    `location` names it stably across renders of the same chart: `<template> | <kind>/<name> | <field path>`;
+    `field` says what it is: container (an `image` of a container of any kind, hooks included), custom-resource
+    (an image-named string of a custom resource), args, command, env (a value), configmap (a data value).
+    """
+
+    location: str
+    field: str
+    text: str
+    template: str
+    kind: str
+
+
+def rendered_strings(text: str) -> list[RenderedString]:
+    """Every string of the output that can hold an image reference (see RenderedString), in order."""
+    found: list[RenderedString] = []
+    for source, kind, document in _mappings(text):
+        metadata = document.get("metadata")
+        name = str(metadata.get("name", "?")) if isinstance(metadata, dict) else "?"
+        custom = str(document.get("apiVersion", "")) not in _CORE_API or kind not in _CORE_KINDS
+        for path, field, value in _strings_in(document, "", custom, kind == "ConfigMap"):
+            found.append(RenderedString(f"{source} | {kind}/{name} | {path}", field, value, source, kind))
+    return found
+
+
+_CORE_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ConfigMap",
+               "ReplicationController")
+
+
+def _strings_in(node: object, path: str, custom: bool, configmap: bool) -> Iterator[tuple[str, str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str):
+                field = _field_of(str(key), path, custom, configmap)
+                if field:
+                    yield child, field, value
+            elif key == "env" and isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, dict) and isinstance(item.get("value"), str):
+                        yield f"{child}[{index}].value", "env", item["value"]
+            elif key in ("args", "command") and isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, str):
+                        yield f"{child}[{index}]", str(key), item
+            else:
+                yield from _strings_in(value, child, custom, configmap)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _strings_in(item, f"{path}[{index}]", custom, configmap)
+
+
+def _field_of(key: str, path: str, custom: bool, configmap: bool) -> str | None:
+    if configmap and (path == "data"):
+        return "configmap"
+    lowered = key.lower()
+    if key == "image" and any(part in path for part in CONTAINER_LISTS):
+        return "container"
+    if custom and "image" in lowered and lowered not in _NOT_IMAGES:
+        return "custom-resource"
+    return None

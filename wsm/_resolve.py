@@ -8,19 +8,21 @@ add the manifest's extra images. Offline, the manifest's lock stands in for all 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._bind import ChartBinding, RenderedImage, bind_chart
 from ._chart import Chart, Dependency
 from ._discover import Found, images_in_annotation, images_in_values
-from ._exceptions import ChartError, Hint
+from ._exceptions import ChartError, Hint, RenderError
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ImageSource, Method, ResolvedChart, ResolvedImage, merge_images
+from ._package import package_directory
 from ._redact import redact_url
 from ._reference import Reference
-from ._render import render_images
+from ._render import helm_if_any
 from ._values import Values, coalesce, get_path, join_path, merge, sub_values
 
 
@@ -59,6 +61,15 @@ class Resolution:
     invalid: list[InvalidImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_lock: bool = False
+    rendered_charts: list[str] = field(default_factory=list)  # release charts whose images rendering bound
+
+    @property
+    def rendered(self) -> bool:
+        return bool(self.rendered_charts)
+
+    def to_download(self) -> list[ResolvedImage]:
+        """The images a bundle carries: every rendered one and the manifest's extras, not the unused."""
+        return [image for image in self.images if not image.unused]
 
     def image(self, text: str) -> ResolvedImage | None:
         """The image `text` names: exactly, or (without a tag) by name or last path component when unique."""
@@ -82,6 +93,7 @@ class _ChartResult:
     found: list[Found] = field(default_factory=list)
     skipped: list[SkippedImage] = field(default_factory=list)
     invalid: list[InvalidImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 # --- one chart -----------------------------------------------------------------------------------------------
@@ -100,8 +112,9 @@ def images_of_chart(chart: Chart, values: Values, label: str) -> _ChartResult:
 
 
 def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[str, Any], result: _ChartResult) -> None:
-    subcharts = _subchart_values(chart, values, label)
+    subcharts = _subchart_values(chart, values)
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
+    _check_missing(chart, view, label, prefix, tags, result)
     discovered = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
     result.found += discovered.found + images_in_annotation(chart, label, discovered.found)
     result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in discovered.skipped]
@@ -115,18 +128,37 @@ def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[s
         _walk(sub, sub_vals, f"{label}/{key}", path, tags, result)
 
 
-def _subchart_values(chart: Chart, values: Values, label: str) -> dict[str, tuple[Dependency | None, Chart, Values]]:
-    """Each sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
+def _check_missing(chart: Chart, view: Values, label: str, prefix: str, tags: Mapping[str, Any],
+                   result: _ChartResult) -> None:
+    """A dependency not vendored in charts/: skipped with a note when it is disabled (helm renders without it),
+    an error naming its place in the chart tree when it is enabled."""
+    for dependency in chart.dependencies:
+        if dependency.name in chart.subcharts:
+            continue
+        where = " > ".join([*label.split("/"), dependency.key])
+        what = f"{where} ({dependency.name} {dependency.version or 'any version'})"
+        reason = _disabled_reason(dependency, view, tags)
+        if reason is None:
+            switch = f", or disable it ({dependency.condition} false)" if dependency.condition else ""
+            raise ChartError(
+                f"{what}: dependency {dependency.name!r} is enabled but not vendored in charts/; run `helm "
+                f"dependency build` on the chart that declares it{switch}"
+            )
+        path = join_path(prefix, dependency.key)
+        result.skipped.append(SkippedImage(f"{label}/{dependency.key}", None, path,
+                                           f"{reason}; not vendored, so its images are not known"))
+        result.notes.append(f"{what} is disabled ({reason}) and not vendored: skipped")
+
+
+def _subchart_values(chart: Chart, values: Values) -> dict[str, tuple[Dependency | None, Chart, Values]]:
+    """Each vendored sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
     result: dict[str, tuple[Dependency | None, Chart, Values]] = {}
     listed = set()
     for dependency in chart.dependencies:
         sub = chart.subcharts.get(dependency.name)
-        if sub is None:
-            raise ChartError(
-                f"{label}: dependency {dependency.name!r} is not vendored in charts/; run `helm dependency build` "
-                "on the chart (packaged charts from a repository always carry their dependencies)"
-            )
         listed.add(dependency.name)
+        if sub is None:
+            continue  # _check_missing says what that means
         result[dependency.key] = (dependency, sub, sub_values(values, dependency.key, sub.values))
     for name, sub in chart.subcharts.items():
         if name not in listed:  # vendored but not declared: Helm always includes it
@@ -154,7 +186,7 @@ def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping[str, An
 class ResolveOptions:
     fetch: FetchOptions = field(default_factory=FetchOptions)
     user_values: Mapping[str, Values] = field(default_factory=dict)  # by chart name in the release
-    render: bool = False
+    render: bool | None = None  # True: insist on differential rendering; False: never; None: when helm is found
     helm: str | None = None
     progress: Callable[[str], None] | None = None
 
@@ -180,7 +212,12 @@ def resolve_for_bundle(manifest: ReleaseManifest, options: ResolveOptions = Reso
     image the manifest's lock names that resolving did not find: nothing is dropped."""
     resolution = resolve(manifest, options, fresh=True)
     if manifest.lock is not None:
-        resolution.images = merge_images([*resolution.images, *from_lock(manifest).images])
+        unused = {image.reference for image in resolution.images if image.unused}
+        if resolution.rendered:  # rendering knows what the templates use: an image only the lock names is not
+            found = {image.reference for image in resolution.images}
+            unused |= {image.reference for image in from_lock(manifest).images} - found
+        merged = merge_images([*resolution.images, *from_lock(manifest).images])
+        resolution.images = [replace(i, unused=True) if i.reference in unused else i for i in merged]
     return resolution
 
 
@@ -192,18 +229,20 @@ def resolve_release(manifest: ReleaseManifest, options: ResolveOptions = Resolve
         if options.progress:
             options.progress(f"Resolving {entry.source.describe()}")
         chart = fetch_chart(entry.source, options.fetch)
+        if chart.archive is None and entry.source.path is not None and entry.source.path.is_dir():
+            chart.archive = package_directory(entry.source.path, chart.name)  # a bundle carries archives
         values = chart_values(chart, merge(entry.values, options.user_values.get(entry.name, {})))
         result = images_of_chart(chart, values, entry.name)
         resolved_chart = _resolved_chart(entry, chart, options.fetch)
-        chart_found = result.found
-        if options.render:
-            location = resolved_chart.archive or entry.source.path
-            if location is None:
-                raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
-            chart_found = _with_render(entry, location, values, chart_found, resolution, options)
-        found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in chart_found]
+        bound = _rendered(entry, chart, resolved_chart, values, result.found, resolution, options)
+        if bound is not None:
+            found += bound
+            resolution.rendered_charts.append(entry.name)
+        else:
+            found += [ResolvedImage(item.reference, entry.group, (item.source,)) for item in result.found]
         resolution.skipped += result.skipped
         resolution.invalid += result.invalid
+        resolution.notes += result.notes
         resolution.charts.append(resolved_chart)
     resolution.images = merge_images([*found, *_extra_images(manifest)])
     return resolution
@@ -264,29 +303,76 @@ def _resolved_chart(entry: ChartEntry, chart: Chart, fetch: FetchOptions) -> Res
     )
 
 
-def _with_render(
-    entry: ChartEntry, location: Path, values: Values, found: list[Found], resolution: Resolution,
+def _rendered(
+    entry: ChartEntry, chart: Chart, resolved_chart: ResolvedChart, values: Values, found: list[Found],
+    resolution: Resolution, options: ResolveOptions,
+) -> list[ResolvedImage] | None:
+    """The chart's images bound by differential rendering; None when helm is absent, or when the chart does not
+    render with these values and rendering was not insisted on (the values method then stands alone)."""
+    if options.render is False or (options.render is None and helm_if_any(options.helm) is None):
+        return None
+    location = resolved_chart.archive or entry.source.path
+    if location is None:
+        raise ChartError(f"{entry.source.describe()}: no archive or directory of the chart to render")
+    try:
+        return _bound_images(entry, chart, location, values, found, resolution, options)
+    except RenderError as error:
+        if options.render:
+            raise
+        resolution.notes.append(f"{entry.name}: not rendered, so images come from the values alone ({error})")
+        return None
+
+
+def _bound_images(
+    entry: ChartEntry, chart: Chart, location: Path, values: Values, found: list[Found], resolution: Resolution,
     options: ResolveOptions,
-) -> list[Found]:
-    """Add `helm template`'s images (of the chart at `location`) to `found`; note what only one method found."""
-    rendered = render_images(
-        location, values, release=entry.release or entry.name, namespace=entry.namespace, helm=options.helm
-    )
-    by_values = {item.reference for item in found}
-    by_render = {item.reference for item in rendered}
-    result = list(found)
-    for item in rendered:
-        source = ImageSource(entry.name, Method.RENDER, template=item.template, note=f"kind {item.kind}")
-        result.append(Found(item.reference, source))
-    for reference in sorted(by_render - by_values):
-        templates = sorted({i.template for i in rendered if i.reference == reference})
-        resolution.notes.append(
-            f"{entry.name}: {reference.canonical} found only by rendering ({', '.join(templates)}): no values path "
-            "sets it, so the pusher cannot point it at the internal registry"
-        )
-    for reference in sorted(by_values - by_render):
-        resolution.notes.append(
-            f"{entry.name}: {reference.canonical} found only in values: the templates do not render it with these "
-            "values (kept, in case an operator or a disabled switch uses it)"
-        )
-    return result
+) -> list[ResolvedImage]:
+    """The chart's images as rendering shows them, each bound to the values paths that make it (differential
+    rendering); what values found but the templates never render is marked unused."""
+    bound = bind_chart(location, chart, values, chart_name=entry.name, release=entry.release or entry.name,
+                       namespace=entry.namespace, helm=options.helm)
+    occurrences: dict[Reference, list[RenderedImage]] = {}
+    for item in bound.images:
+        occurrences.setdefault(item.reference, []).append(item)
+    attached: set[int] = set()
+    images = []
+    for reference, items in occurrences.items():
+        paths = {p.path for item in items if item.binding for p in item.binding.paths}
+        sources: list[ImageSource] = []
+        for index, candidate in enumerate(found):
+            if candidate.reference == reference or _covers(candidate.source.path, paths):
+                attached.add(index)
+                sources.append(_as_found_for(candidate, reference))
+        sources += [ImageSource(entry.name, Method.RENDER, template=item.template,
+                                note=f"kind {item.kind}, {item.field}" + (f"; {item.note}" if item.note else ""))
+                    for item in items]
+        bindings = tuple(dict.fromkeys(item.binding for item in items if item.binding))
+        hardcoded = any(item.binding is None for item in items)
+        images.append(ResolvedImage(reference, entry.group, tuple(dict.fromkeys(sources)), bindings, hardcoded))
+    unused = [candidate for index, candidate in enumerate(found) if index not in attached]
+    images += [ResolvedImage(c.reference, entry.group, (c.source,), unused=True) for c in unused]
+    resolution.notes += _binding_notes(entry.name, bound, images)
+    return merge_images(images)
+
+
+def _covers(path: str | None, bound: set[str]) -> bool:
+    return path is not None and any(p == path or p.startswith(path + ".") for p in bound)
+
+
+def _as_found_for(candidate: Found, reference: Reference) -> ImageSource:
+    if candidate.reference == reference:
+        return candidate.source
+    note = f"the values alone read {candidate.reference.canonical}; the templates render {reference.canonical}"
+    return replace(candidate.source, note=note)
+
+
+def _binding_notes(chart: str, bound: ChartBinding, images: list[ResolvedImage]) -> list[str]:
+    notes = [f"{chart}: differential rendering: {bound.renders} helm renders for {bound.candidates} candidate "
+             f"values paths"]
+    notes += [f"{chart}: {image.reference.canonical} is hard-coded in the templates: no values path moves it"
+              for image in images if image.hardcoded]
+    notes += [f"{chart}: {image.reference.canonical} is in the values but the templates never render it: unused, "
+              "not downloaded" for image in images if image.unused]
+    notes += [f"{chart}: setting {path} to a marker makes helm fail: what it renders is unknown"
+              for path in bound.unprobed]
+    return notes

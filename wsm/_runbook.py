@@ -121,6 +121,7 @@ def runbook(
     withheld: Sequence[tuple[str, str]] = (),
     check: CheckCommand | None = None,
     pull_secret: PullSecretSteps | None = None,
+    repinned: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
     command; `root_digest` identifies the bundle this was made from."""
@@ -160,6 +161,7 @@ def runbook(
             lines += ["```", ""]
         lines += _unredirected_note(file)
         step += 1
+    lines += _repinned_note(repinned)
     lines += _image_table(images) + [""] + _chart_table(charts)
     # Every element is one line: a name holding a newline must not open a code block of its own.
     return "\n".join(one_line(line) for line in lines) + "\n"
@@ -245,6 +247,16 @@ def _pinned_notes(images: Sequence[MovedImage]) -> list[str]:
     lines = [f"Note: the tag `{image.target}` holds another image in the registry and was left alone; the values pin "
              f"the carried digest `{image.digest}`." for image in pinned]
     return lines + [""] if lines else []
+
+
+def _repinned_note(repinned: Sequence[tuple[str, str]]) -> list[str]:
+    if not repinned:
+        return []
+    lines = ["## Digest-pinned images", "",
+             "The bundle kept only some platforms of these digest-pinned images, so the internal registry does not "
+             "have the upstream digest; the values pin the digest of what was kept:", ""]
+    lines += [f"- `{source}` -> `{target}`" for source, target in repinned]
+    return lines + [""]
 
 
 def _image_table(images: Sequence[MovedImage]) -> list[str]:
