@@ -19,7 +19,7 @@ from typing import Any
 from ._bundle import Bundle
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import ChartRepository, RepoAuth, open_repository
-from ._exceptions import BundleError, Hint, TagConflict, WsmError
+from ._exceptions import BundleError, Hint, StorageError, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
 from ._install import ChartLocation, chart_overrides, write_install_files
@@ -27,8 +27,10 @@ from ._layout import blob_member, tar_members
 from ._lock import BundleImage
 from ._manifest import ReleaseManifest
 from ._model import ResolvedImage
+from ._nodefiles import NodeFiles, node_files, write_node_files
 from ._overrides import rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
+from ._pushed import PushedImage, record_of
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import MovedChart, MovedImage, runbook
@@ -286,18 +288,44 @@ def push_release(
     targets = plan_targets([entry.reference for entry in entries], registry, mapping)
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
                        dry_run=options.dry_run, progress=progress)
-    charts, moved, locations = _push_charts(bundle, release, options, client, transport or TransportOptions())
+    transport = transport or TransportOptions()
+    charts, moved, locations = _push_charts(bundle, release, options, client, transport)
     report = PushReport(options.registry, options.helm_repo, jobs, moved, [], None, options.dry_run)
-    if options.dry_run or not options.helm_repo or not release.charts:
+    if options.dry_run:
+        return report
+    recorded, nodes = _record_push(bundle, registry, jobs, transport)
+    report.files = recorded
+    if not options.helm_repo or not release.charts:
         return report
     files = write_install_files(bundle.root, release, images, targets, charts, locations, options.site_values)
     rewritten = [_rewrite_user_values(path, name, images, targets, charts) for name, path in
                  options.user_values_files.items()]
     report.runbook = runbook(release, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
-                             moved)
+                             moved, nodes)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
-    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten + recorded
     return report
+
+
+def _record_push(bundle: Bundle, registry: TargetRegistry, jobs: Sequence[ImagePush],
+                 transport: TransportOptions) -> tuple[list[str], NodeFiles]:
+    """Write `pushed.json` (the internal names of what the registry now holds) and the node files."""
+    held = [PushedImage(job.source, job.target, job.digest) for job in jobs
+            if job.result in (PushResult.SENT, PushResult.PRESENT)]
+    record = record_of(registry, "http" if transport.plain_http else "https", held)
+    nodes = node_files(record, _read_ca(transport.ca_file))
+    return [str(record.write(bundle.root)), str(write_node_files(bundle.root, nodes))], nodes
+
+
+def _read_ca(ca_file: str | None) -> bytes | None:
+    if not ca_file:
+        return None
+    try:
+        with open(ca_file, "rb") as handle:
+            return handle.read(1024 * 1024)
+    except OSError as error:
+        raise StorageError(f"cannot read the CA file {ca_file}: {error.strerror}", path=ca_file,
+                           errno=error.errno) from None
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._install import ChartLocation, InstallFile
 from ._manifest import ChartEntry, ReleaseManifest
+from ._nodefiles import NODE_FILES_DIR, NodeFiles, on_node
 
 REPO_ALIAS = "internal"
 
@@ -44,6 +45,7 @@ def runbook(
     files: Sequence[InstallFile],
     images: Sequence[MovedImage],
     charts: Sequence[MovedChart],
+    nodes: NodeFiles | None = None,
 ) -> str:
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
     lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
@@ -53,6 +55,9 @@ def runbook(
     if classic:
         lines += [f"## {step}. Add the internal Helm repository", "", "```sh"]
         lines += [f"helm repo add {REPO_ALIAS} {url} && helm repo update" for url in classic] + ["```", ""]
+        step += 1
+    if nodes is not None and nodes.files:
+        lines += _node_files_step(step, nodes, bundle_dir)
         step += 1
     by_chart = {f.chart: f for f in files}
     for entry in manifest.charts:
@@ -79,6 +84,42 @@ def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile,
     )
 
 
+# What an operator runs per runtime after copying its subtree into `/`, and what it is for.
+_RUNTIMES = {
+    "containerd": ("containerd (kubeadm and most clusters)",
+                   'needs `config_path = "/etc/containerd/certs.d"` under the CRI registry plugin in '
+                   "/etc/containerd/config.toml (then `systemctl restart containerd`); files there are read at "
+                   "each pull"),
+    "containers": ("CRI-O, podman, buildah", "CRI-O: `systemctl reload crio`"),
+    "docker": ("Docker hosts (single-host installs)", "the CA only: Docker has no mirror with a path prefix"),
+    "k3s": ("k3s", "merge into an existing registries.yaml; then `systemctl restart k3s` (k3s-agent on agents)"),
+    "rke2": ("RKE2", "merge into an existing registries.yaml; then `systemctl restart rke2-server` "
+             "(rke2-agent on agents)"),
+}
+
+
+def _node_files_step(step: int, nodes: NodeFiles, bundle_dir: Path) -> list[str]:
+    """Copying the mirror and CA files onto every node, one subtree per container runtime."""
+    root = Path(bundle_dir.name) / NODE_FILES_DIR
+    what = "mirror rules" + (" and the registry's CA" if nodes.has_ca else "")
+    lines = [f"## {step}. Set up the nodes' container runtimes", "",
+             f"`{root}/` holds {what} for each container runtime, laid out as the node's root: on every node "
+             "(servers too, where they run pods), as root, copy the subtree of its runtime into `/`. The mirrors "
+             "send pulls of images hard-coded in charts (by their upstream names) to the internal registry, "
+             "under the names push gave them.", "", "```sh"]
+    for runtime in nodes.runtimes:
+        label, after = _RUNTIMES[runtime]
+        lines.append(f"cp -r {root / runtime}/. /    # {label}: {after}")
+    lines += ["```", "", "| on the node | file |", "|---|---|"]
+    lines += [f"| `{on_node(path)}` | `{root / path}` |" for path in sorted(nodes.files)]
+    lines.append("")
+    if nodes.exceptions:
+        names = ", ".join(f"`{image.source.name}` -> `{image.target.name}`" for image in nodes.exceptions)
+        lines += [f"Pushed under names of their own (a mapping): {names}. Only the CRI-O/podman drop-in names "
+                  "them; on containerd, k3s and RKE2 nodes deploy them through `wsm rewrite`.", ""]
+    return lines
+
+
 def _shown(path: Path, bundle_dir: Path) -> str:
     """Paths relative to the bundle's parent, as the operator runs the commands beside the bundle."""
     try:
@@ -98,8 +139,10 @@ def _unredirected_note(file: InstallFile) -> list[str]:
     if not file.unredirected:
         return []
     images = ", ".join(f"`{image}`" for image in file.unredirected)
-    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry, "
-            "but the cluster needs a registry mirror rule for it.", ""]
+    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry; the "
+            "node mirror files send its pulls there, or add `--post-renderer wsm --post-renderer-args rewrite` "
+            "to the command (`wsm rewrite` points it at the internal registry; helm 3 does not pass hooks through "
+            "a post-renderer).", ""]
 
 
 def _image_table(images: Sequence[MovedImage]) -> list[str]:
