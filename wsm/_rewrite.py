@@ -48,7 +48,7 @@ class Uncovered(WsmError):
 @dataclass(frozen=True)
 class ImageMap:
     """Which internal name a source reference has: exact references from a push record, or names from a
-    mapping file (any tag); `internal` are the target names, left alone."""
+    mapping file (any tag); references on `internal` hosts (the site registry, the targets') are left alone."""
 
     pushed: Mapping[str, tuple[PushedImage, ...]] = field(default_factory=dict)  # by source name
     names: Mapping[str, str] = field(default_factory=dict)
@@ -59,16 +59,18 @@ class ImageMap:
         pushed: dict[str, list[PushedImage]] = {}
         for image in record.images:
             pushed.setdefault(image.source.name, []).append(image)
-        targets = frozenset(image.target.name for image in record.images)
-        return cls({name: tuple(images) for name, images in pushed.items()}, {}, targets)
+        hosts = frozenset({record.registry.host} | {image.target.registry for image in record.images})
+        return cls({name: tuple(images) for name, images in pushed.items()}, {}, hosts)
 
     @classmethod
     def from_names(cls, names: Mapping[str, str]) -> ImageMap:
-        return cls({}, dict(names), frozenset(names.values()))
+        return cls({}, dict(names), frozenset(name.split("/", 1)[0] for name in names.values()))
+
+    def is_internal(self, reference: Reference) -> bool:
+        return reference.registry in self.internal
 
     def knows(self, reference: Reference) -> bool:
-        name = reference.name
-        return name in self.internal or name in self.names or name in self.pushed
+        return self.is_internal(reference) or reference.name in self.names or reference.name in self.pushed
 
     def target_for(self, reference: Reference) -> Reference | None:
         """The internal reference (same tag and digest as written), or None when not covered."""
@@ -122,7 +124,7 @@ def rewrite_manifests(text: str, images: ImageMap) -> Rewrite:
     internal: list[Found] = []
     uncovered: list[tuple[str, str]] = []
     for item in found:
-        if item.reference.name in images.internal:
+        if images.is_internal(item.reference):
             internal.append(item)
             continue
         target = images.target_for(item.reference)
