@@ -80,8 +80,16 @@ def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile,
     release = entry.release or entry.name
     return (
         f"helm upgrade --install {release} {chart} --version {location.version} "
-        f"-n {entry.namespace} --create-namespace -f {_shown(file.path, bundle_dir)}"
+        f"-n {entry.namespace} --create-namespace -f {_shown(file.path, bundle_dir)} \\\n"
+        f"  {post_renderer(bundle_dir)}"
     )
+
+
+def post_renderer(bundle_dir: Path) -> str:
+    """helm's options that pass the rendered manifests through `wsm rewrite` with this bundle's names:
+    images a chart hard-codes point inside too, and one the bundle lacks fails the install, naming it."""
+    args = ["rewrite", "--bundle", bundle_dir.name]
+    return "--post-renderer wsm " + " ".join(f"--post-renderer-args {arg}" for arg in args)
 
 
 # What an operator runs per runtime after copying its subtree into `/`, and what it is for.
@@ -139,10 +147,10 @@ def _unredirected_note(file: InstallFile) -> list[str]:
     if not file.unredirected:
         return []
     images = ", ".join(f"`{image}`" for image in file.unredirected)
-    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry; the "
-            "node mirror files send its pulls there, or add `--post-renderer wsm --post-renderer-args rewrite` "
-            "to the command (`wsm rewrite` points it at the internal registry; helm 3 does not pass hooks through "
-            "a post-renderer).", ""]
+    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry: the "
+            "post-renderer (`wsm rewrite`) points it there, and the node mirror files send its pulls there where "
+            "the post-renderer cannot reach (helm 3 does not pass hooks through a post-renderer; an operator "
+            "renders its charts itself).", ""]
 
 
 def _image_table(images: Sequence[MovedImage]) -> list[str]:
