@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from charts import write_chart
+from charts import SVC_DEPLOYMENT, write_chart
 from servers import helm_env, helm_binary, run_helm
 from support import one_line_error, wsm
 from wsm._pushed import PushedImage, PushedRecord, record_of
@@ -27,27 +27,12 @@ quay.io/acme/agent: {SITE}/quay/agent
 """
 
 TEMPLATES = {
-    "deployment.yaml": """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: {{ .Release.Name }}-app}
-spec:
-  selector: {matchLabels: {app: app}}
-  template:
-    metadata: {labels: {app: app}}
-    spec:
-      initContainers:
-        - name: wait
-          image: busybox:1.36   # hard-coded: no values path moves it
-          command: ["sh", "-c", "until nslookup db; do sleep 1; done"]
-      containers:
-        - name: main
-          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+    # The platform chart's service (a hard-coded busybox init container) with references in args and env.
+    "deployment.yaml": SVC_DEPLOYMENT + """\
           args: ["--sidecar-image=quay.io/acme/agent:3.1", "--log-level=info"]
           env:
             - name: TOOL_IMAGE
-              value: docker.io/acme/tool@""" + DIGEST + """
-""",
+              value: docker.io/acme/tool@""" + DIGEST + "\n",
     "configmap.yaml": """\
 apiVersion: v1
 kind: ConfigMap
@@ -84,7 +69,7 @@ spec:
 @pytest.fixture
 def chart(tmp_path) -> Path:
     return write_chart(tmp_path / "demo", {"apiVersion": "v2", "name": "demo", "version": "0.1.0"},
-                       {"image": {"repository": "acme/app", "tag": "1.0"}}, TEMPLATES)
+                       {"component": "app", "image": {"repository": "acme/app", "tag": "1.0"}}, TEMPLATES)
 
 
 @pytest.fixture
@@ -127,7 +112,8 @@ def test_everything_but_the_references_stays_byte_for_byte(chart, mapping, tmp_p
     result = wsm("rewrite", "--mapping", str(mapping), stdin=plain)
     assert result.returncode == 0, result.stderr
     expected = plain
-    for source, target in [("busybox:1.36", f"{SITE}/library/busybox:1.36"),
+    for source, target in [("docker.io/library/busybox:1.36", f"{SITE}/library/busybox:1.36"),
+                           (" busybox:1.36", f" {SITE}/library/busybox:1.36"),  # the hook, the ConfigMap
                            ("quay.io/acme/agent:3.1", f"{SITE}/quay/agent:3.1"),
                            (f"docker.io/acme/tool@{DIGEST}", f"{SITE}/acme/tool@{DIGEST}"),
                            ('"acme/app:1.0"', f'"{SITE}/acme/app:1.0"')]:
@@ -153,9 +139,9 @@ def test_unmapped_images_exit_1_naming_each_and_write_nothing(chart, tmp_path):
     partial.write_text(f"docker.io/acme/app: {SITE}/acme/app\n")
     plain = run_helm(tmp_path / "helm", "template", "demo", str(chart)).stdout
     result = wsm("rewrite", "--mapping", str(partial), stdin=plain)
-    one_line_error(result, "busybox:1.36 (Deployment/demo-app spec.template.spec.initContainers[0].image)",
+    one_line_error(result, "busybox:1.36 (Deployment/demo-demo-app spec.template.spec.initContainers[0].image)",
                    "quay.io/acme/agent:3.1 (Agent/demo-agent spec.agent.image)",
-                   f"docker.io/acme/tool@{DIGEST} (Deployment/demo-app spec.template.spec.containers[0].env[0].value)",
+                   f"docker.io/acme/tool@{DIGEST} (Deployment/demo-demo-app spec.template.spec.containers[0].env[0].value)",
                    "busybox:1.36 (Pod/demo-test spec.containers[0].image)")
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
 
