@@ -609,6 +609,7 @@ def _add_rewrite(commands: Commands) -> None:
     source.add_argument("--bundle", type=Path, metavar="DIR",
                         help="the pushed bundle (its pushed.json names the internal images; default ./bundle)")
     source.add_argument("--mapping", type=Path, metavar="FILE", help="YAML: source image name -> target name")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     parser.set_defaults(handler=run_rewrite)
 
 
@@ -628,7 +629,10 @@ def run_rewrite(args: argparse.Namespace) -> int:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise WsmError(f"the manifests on standard input are not UTF-8 (byte {error.start})") from None
-    sys.stdout.buffer.write(rewrite_manifests(text, images).text.encode("utf-8"))
+    result = rewrite_manifests(text, images)
+    sys.stdout.buffer.write(result.text.encode("utf-8"))
+    if not args.quiet:
+        print(f"wsm rewrite: {result.summary()}", file=sys.stderr)
     return 0
 
 

@@ -78,10 +78,8 @@ def node_files(record: PushedRecord, ca_pem: bytes | None) -> NodeFiles:
         raise WsmError("the site CA file holds no PEM certificate", hint=Hint.CA_FILE_FORMAT)
     host, scheme = record.registry.host, record.scheme
     rules, exceptions = host_rules(record.images, host)
-    files: dict[PurePosixPath, bytes] = {}
     ca = _ca_paths(host) if ca_pem is not None else {}
-    for path in ca.values():
-        files[path] = ca_pem or b""
+    files: dict[PurePosixPath, bytes] = {path: ca_pem for path in ca.values() if ca_pem is not None}
     for rule in rules:
         files[_containerd_file(rule.source_host)] = _containerd_mirror(rule, scheme, ca.get("containerd")).encode()
     if ca:

@@ -7,8 +7,9 @@ helm prints stay as they were. References are looked for where manifests carry t
 - every `image:` string, at any depth and in any kind (containers, initContainers, ephemeralContainers,
   CronJob job templates, custom resources);
 - inside `args` and `command` items, `env` values and ConfigMap `data` strings, as words of the string.
-A word there counts as a reference when the mapping knows its name, or when it is unmistakably one (a
-registry host, a path and a tag or digest): plain words such as `level:info` are left alone.
+A word there counts as a reference when it names a version (a tag or digest) and the mapping knows its name,
+or when it is unmistakably one (a registry host, a path and a version): plain words such as `level:info`, or
+`busybox` as a command, are left alone.
 
 A reference that is already internal is left as it is, so that the values push wrote and a second pass are
 no-ops. One the mapping does not cover is an error (`Uncovered`), listing every such reference: nothing is
@@ -116,6 +117,10 @@ class Rewrite:
     rewritten: list[tuple[Found, Reference]]
     internal: list[Found]  # already pointing inside
 
+    def summary(self) -> str:
+        return (f"{len(self.rewritten)} image reference(s) pointed at the internal registry, "
+                f"{len(self.internal)} already there")
+
 
 def rewrite_manifests(text: str, images: ImageMap) -> Rewrite:
     """`text` with every covered reference pointed inside; raise `Uncovered` listing the others."""
@@ -200,17 +205,16 @@ def _in_scalar(scalar: ScalarNode, place: Place, where: str, images: ImageMap) -
 
 
 def _word_reference(word: str, images: ImageMap) -> Reference | None:
-    """`word` as a reference when the mapping knows it or it cannot be anything else."""
+    """`word` as a reference when it names a version and the mapping knows it, or it cannot be anything else."""
+    first, slash, rest = word.partition("/")
+    if "@" not in word and ":" not in word.rpartition("/")[2]:
+        return None  # no tag or digest: a command, a path, a name
     try:
         reference = Reference.parse(word)
     except InvalidReference:
         return None
-    if images.knows(reference):
-        return reference
-    first, slash, rest = word.partition("/")
     explicit_host = slash and ("." in first or ":" in first or first == "localhost")
-    explicit_version = "@" in word or ":" in rest
-    return reference if explicit_host and explicit_version else None
+    return reference if explicit_host or images.knows(reference) else None
 
 
 def _edit(text: str, rewritten: Sequence[tuple[Found, Reference]]) -> str:
