@@ -125,7 +125,7 @@ def test_everything_but_the_references_stays_byte_for_byte(chart, mapping, tmp_p
 
 
 def test_quoting_comments_and_escapes_are_kept():
-    text = ("# leading comment\nkind: Pod  # trailing\nspec:\n  containers:\n"
+    text = ("# leading comment, not ASCII: é ü ß\nkind: Pod  # trailing ✓\nspec:\n  containers:\n"
             "  - {name: a, image: 'docker.io/acme/app:1.0'}   # flow style\n"
             "  - name: b\n    image: \"docker.io/acme/app:1.0\"\n    args: [\"x\\u0041\", \"acme/app:1.0\"]\n"
             "    command: [busybox, sh, 'level:info', /bin/busybox]\n")  # words that are no references
