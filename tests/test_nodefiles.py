@@ -136,3 +136,15 @@ def test_push_record_round_trips(tmp_path: Path):
     (tmp_path / "pushed.json").write_text('{"format": 1, "registry": "r.corp", "images": [{"source": "x"}]}')
     with pytest.raises(WsmError, match="lacks source, target or digest"):
         PushedRecord.load(tmp_path)
+
+
+def test_runbook_step_lists_every_file_and_the_images_a_mirror_cannot_place(ca_pem):
+    from wsm._runbook import _node_files_step
+
+    lines = "\n".join(_node_files_step(2, node_files(site_record(), ca_pem), Path("/media/usb/bundle")))
+    assert lines.startswith("## 2. Set up the nodes' container runtimes")
+    for runtime in ("containerd", "containers", "docker", "k3s", "rke2"):
+        assert f"cp -r bundle/node-files/{runtime}/. /" in lines
+    assert ("| `/etc/containerd/certs.d/docker.io/hosts.toml` | "
+            "`bundle/node-files/containerd/etc/containerd/certs.d/docker.io/hosts.toml` |") in lines
+    assert f"`quay.io/x/y` -> `{SITE}/custom/y`" in lines and "through `wsm rewrite`" in lines
