@@ -64,7 +64,6 @@ class NodeFiles:
     files: dict[PurePosixPath, bytes]  # runtime directory + the file's path on a node -> content
     rules: tuple[HostRule, ...]
     exceptions: tuple[PushedImage, ...]  # pushed under names no per-host rule gives (a --mapping target)
-    registry_host: str
     has_ca: bool
 
     @property
@@ -91,7 +90,7 @@ def node_files(record: PushedRecord, ca_pem: bytes | None) -> NodeFiles:
         if rules or ca:
             files[PurePosixPath(runtime) / _relative(RANCHER[runtime] / "registries.yaml")] = \
                 _rancher_registries(rules, host, scheme, ca.get(runtime)).encode()
-    return NodeFiles(files, tuple(rules), tuple(exceptions), host, ca_pem is not None)
+    return NodeFiles(files, tuple(rules), tuple(exceptions), ca_pem is not None)
 
 
 def host_rules(images: Iterable[PushedImage], registry_host: str) -> tuple[list[HostRule], list[PushedImage]]:

@@ -81,11 +81,11 @@ def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile,
     return (
         f"helm upgrade --install {release} {chart} --version {location.version} "
         f"-n {entry.namespace} --create-namespace -f {_shown(file.path, bundle_dir)} \\\n"
-        f"  {post_renderer(bundle_dir)}"
+        f"  {_post_renderer(bundle_dir)}"
     )
 
 
-def post_renderer(bundle_dir: Path) -> str:
+def _post_renderer(bundle_dir: Path) -> str:
     """helm's options that pass the rendered manifests through `wsm rewrite` with this bundle's names:
     images a chart hard-codes point inside too, and one the bundle lacks fails the install, naming it."""
     args = ["rewrite", "--bundle", bundle_dir.name]
