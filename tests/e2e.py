@@ -9,8 +9,13 @@ Used by tests/test_end_to_end.py and by scripts/try-offline.py (README: "Try the
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +25,7 @@ import yaml
 
 from charts import build_operator_chart, build_platform_chart, package
 from images import make_image
-from servers import HelmRepo, Registry, helm_binary, run_helm
+from servers import Containerd, HelmRepo, Registry, helm_binary, run_helm
 from support import DEBIAN_PYTHON, run_tool, tool_command, wsm
 
 USER, PASSWORD = "site-admin", "s3cret-pw"
@@ -34,6 +39,11 @@ IMAGES = {
     "oliver006/redis_exporter": "0.15.1",
     "acme/tool": "1.0",  # pinned by digest in the manifest
 }
+# Written into the platform chart's templates when a flow is made with `hardcoded=True`: no values path moves
+# them; `download --render` finds them, and the post-renderer and the node mirror files cover them.
+HARDCODED = {"library/busybox": "1.36", "library/alpine": "3.19"}
+# Every proxy pointed at a port nothing listens on: a node pull that tried the internet would fail.
+OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"}
 
 MANIFEST = """\
 apiVersion: wsm/v1
@@ -74,6 +84,8 @@ class Flow:
     log: Callable[[str], None] = print
     servers: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
+    hardcoded: bool = False  # the platform chart with images written into its templates
+    scratch: list = field(default_factory=list)  # short directories outside workdir, removed at the end
 
     def __enter__(self) -> Flow:
         return self
@@ -81,6 +93,8 @@ class Flow:
     def __exit__(self, *exc) -> None:
         for server in reversed(self.servers):
             server.stop()
+        for directory in self.scratch:
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- the connected side ------------------------------------------------------------------------------------
 
@@ -89,10 +103,11 @@ class Flow:
         w = self.workdir
         self.registry = self._start(Registry(w / "upstream-registry"))
         self.charts = self._start(HelmRepo(w / "upstream-charts"))
+        images = {**IMAGES, **(HARDCODED if self.hardcoded else {})}
         self.built = {
-            name: make_image(self.registry, f"dockerhub/{name}", w / "images", tag=tag) for name, tag in IMAGES.items()
+            name: make_image(self.registry, f"dockerhub/{name}", w / "images", tag=tag) for name, tag in images.items()
         }
-        for chart_dir in (build_operator_chart(w / "src"), build_platform_chart(w / "src", hardcoded=False)):
+        for chart_dir in (build_operator_chart(w / "src"), build_platform_chart(w / "src", hardcoded=self.hardcoded)):
             package(chart_dir, self.charts.root)
         run_helm(w / "helm", "repo", "index", str(self.charts.root))
         self.manifest = w / "demo.yaml"
@@ -105,8 +120,9 @@ class Flow:
 
     def download(self) -> str:
         mirror = f"docker.io={self.registry.host}/dockerhub"
+        render = ["--render"] if self.hardcoded else []  # the hard-coded images are found by rendering only
         return self.wsm("download", "--manifest", str(self.manifest), "--bundle", str(self.bundle),
-                 "--registry-mirror", mirror, "--plain-http").stderr
+                        "--registry-mirror", mirror, "--plain-http", *render).stderr
 
     # -- the offline side --------------------------------------------------------------------------------------
 
@@ -137,22 +153,60 @@ class Flow:
         return ["--registry", f"{self.site_registry.host}/site", "--helm-repo", self.site_charts.url,
                 "--ca-file", str(self.ca_file), "--username", USER, "--password-stdin"]
 
-    def rendered_images(self) -> dict[str, list[str]]:
-        """`helm template` of each chart from the internal repository with the values wsm wrote."""
+    def rendered_images(self, *helm_args: str) -> dict[str, list[str]]:
+        """`helm template` of each chart from the internal repository with the values wsm wrote (and
+        `helm_args`, e.g. a post-renderer)."""
         home = self.workdir / "site-helm"
-        run_helm(home, "repo", "add", "internal", self.site_charts.url)
+        run_helm(home, "repo", "add", "--force-update", "internal", self.site_charts.url)
         values_dir = self.bundle / "values"
         cr = yaml.safe_load((values_dir / "platform-cr.yaml").read_text())
         platform_values = self.workdir / "platform-from-cr.yaml"  # beside the bundle: wsm did not write it
         platform_values.write_text(yaml.safe_dump(cr["spec"]["values"]))
         found = {}
         for chart, values in (("operator", values_dir / "operator.yaml"), ("platform", platform_values)):
-            output = run_helm(home, "template", "demo", f"internal/{chart}", "-f", str(values)).stdout
+            output = run_helm(home, "template", "demo", f"internal/{chart}", "-f", str(values), *helm_args).stdout
             self.outputs[chart] = output
             from wsm._render import images_in_manifests
 
             found[chart] = sorted({image.reference.canonical for image in images_in_manifests(output)})
         return found
+
+    # -- the nodes: pulls by upstream name through the node files ----------------------------------------------
+
+    def podman_pull(self, image: str) -> str:
+        """Pull `image` by its upstream name as a CRI-O/podman node would, with the bundle's drop-in and CA
+        installed where podman reads them (a home of its own, so the machine's files play no part); the
+        digest podman stored."""
+        home, files = self.workdir / "podman-home", self.bundle / "node-files" / "containers" / "etc" / "containers"
+        config = home / ".config" / "containers"
+        if not config.exists():
+            shutil.copytree(files, config)  # registries.conf.d/ and certs.d/, as under /etc/containers
+            (config / "registries.conf").write_text("unqualified-search-registries = []\n")
+        auth = self.workdir / "podman-auth.json"
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        auth.write_text(json.dumps({"auths": {self.site_registry.host: {"auth": token}}}))
+        if not hasattr(self, "podman_run"):  # podman refuses a runroot path longer than 50 characters
+            self.podman_run = Path(tempfile.mkdtemp(prefix="wsm-podman-"))
+            self.scratch.append(self.podman_run)
+        storage = ["--root", str(self.workdir / "podman-root"), "--runroot", str(self.podman_run),
+                   "--storage-driver", "vfs"]
+        env = {**os.environ, **OFFLINE, "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+        pulled = subprocess.run(["podman", *storage, "pull", "-q", image], capture_output=True, text=True, env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        inspect = ["podman", *storage, "image", "inspect", "--format", "{{.Digest}}", image]
+        return subprocess.run(inspect, capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+    def containerd_fetch(self, image: str) -> str:
+        """Fetch `image` by its upstream name with containerd reading the bundle's hosts.toml files (as with
+        `config_path = "/etc/containerd/certs.d"`); the digest containerd recorded for it."""
+        if not hasattr(self, "containerd"):
+            self.containerd = self._start(Containerd(self.workdir / "containerd"))
+        hosts = self.bundle / "node-files" / "containerd" / "etc" / "containerd" / "certs.d"
+        fetched = self.containerd.ctr("content", "fetch", "--hosts-dir", str(hosts), "--user", f"{USER}:{PASSWORD}",
+                                      image, env=OFFLINE)
+        assert fetched.returncode == 0, fetched.stderr
+        listed = self.containerd.ctr("images", "ls").stdout.splitlines()
+        return next(line.split()[2] for line in listed if line.split()[0] == image)
 
     # -- plumbing ------------------------------------------------------------------------------------------------
 

@@ -265,3 +265,29 @@ def run_helm(home: Path, *args: str, check: bool = True) -> subprocess.Completed
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
     return result
+
+class Containerd(Server):
+    """containerd on a private socket with the CRI plugin off: enough for `ctr content fetch --hosts-dir`."""
+
+    def __init__(self, workdir: Path):
+        w = Path(workdir)
+        w.mkdir(parents=True, exist_ok=True)
+        self.socket = w / "containerd.sock"
+        config = w / "config.toml"
+        config.write_text(
+            f'version = 2\nroot = "{w}/root"\nstate = "{w}/state"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{self.socket}"\n[ttrpc]\n  address = "{self.socket}.ttrpc"\n'
+        )
+        log = w / "containerd.log"
+        proc = self._spawn([system_binary("containerd"), "--config", str(config)], log)
+        deadline = time.monotonic() + 30
+        while not self.ctr("version").returncode == 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"containerd did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def ctr(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([system_binary("ctr"), "--address", str(self.socket), *args], capture_output=True,
+                              text=True, env={**os.environ, **(env or {})})

@@ -38,6 +38,12 @@ def hostile_runbook(workdir: Path, repo: str) -> tuple[str, Path]:
                    withheld=[(FENCED, FENCED)]), bundle
 
 
+def post_renderer(bundle) -> list[str]:
+    """`wsm rewrite --bundle <the bundle's directory name>` as helm's post-renderer: one argument each."""
+    return ["--post-renderer", "wsm", "--post-renderer-args", "rewrite", "--post-renderer-args", "--bundle",
+            "--post-renderer-args", bundle.name]
+
+
 def test_hostile_names_run_exactly_the_expected_commands(tmp_path):
     text, bundle = hostile_runbook(tmp_path, REPO)
     before = snapshot(tmp_path)
@@ -48,7 +54,7 @@ def test_hostile_names_run_exactly_the_expected_commands(tmp_path):
         [["helm", "repo", "add", "internal", REPO, "--username", USER]],
         [["helm", "repo", "update"]],
         [["helm", "upgrade", "--install", RELEASE, f"internal/{CHART}", "--version", VERSION, "-n", NAMESPACE,
-          "--create-namespace", "-f", f"{shown}/{CHART}.yaml"]],
+          "--create-namespace", "-f", f"{shown}/{CHART}.yaml", *post_renderer(bundle)]],
         [["kubectl", "apply", "-f", f"{shown}/cr $(touch pwned-cr).yaml"]],
     ], text
     assert nothing_else_ran(tmp_path, before) == []
@@ -58,5 +64,6 @@ def test_oci_chart_reference_with_a_hostile_name_is_one_word(tmp_path):
     text, bundle = hostile_runbook(tmp_path, "oci://registry.corp/charts")
     ran = run_lines(command_lines(text), tmp_path)
     assert ran[0] == [["helm", "upgrade", "--install", RELEASE, f"oci://registry.corp/charts/{CHART}", "--version",
-                       VERSION, "-n", NAMESPACE, "--create-namespace", "-f", f"{bundle.name}/values/{CHART}.yaml"]]
+                       VERSION, "-n", NAMESPACE, "--create-namespace", "-f", f"{bundle.name}/values/{CHART}.yaml",
+                       *post_renderer(bundle)]]
     assert len(ran) == 2 and ran[1][0][:3] == ["kubectl", "apply", "-f"]

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
+    _add_rewrite(commands)
     return parser
 
 
@@ -741,6 +742,49 @@ def _print_push(report: PushReport) -> None:
         print(f"note: {job.target} holds another image and was left alone; the values pin the carried {job.digest}")
     for withheld in report.withheld:
         print(f"NOT PUBLISHED chart {withheld.name}: {withheld.reason}; no values or runbook lines were written for it")
+
+
+# --- wsm rewrite -----------------------------------------------------------------------------------------------------
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+
+def _add_rewrite(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "rewrite", help="point the images of Kubernetes manifests (stdin -> stdout) at the internal registry",
+        description="Reads Kubernetes YAML on stdin and writes it to stdout with every image the bundle moved "
+                    "pointed at the internal registry, the rest byte for byte. As a helm post-renderer: "
+                    "--post-renderer wsm --post-renderer-args rewrite --post-renderer-args --bundle "
+                    "--post-renderer-args DIR. Exits 1, writing nothing, when an image is not covered.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--bundle", type=Path, metavar="DIR",
+                        help="the pushed bundle (its pushed.json names the internal images; default ./bundle)")
+    source.add_argument("--mapping", type=Path, metavar="FILE", help="YAML: source image name -> target name")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    parser.set_defaults(handler=run_rewrite)
+
+
+def run_rewrite(args: argparse.Namespace) -> int:
+    from ._pushed import PushRecord
+    from ._rewrite import ImageMap, rewrite_manifests
+    from ._target import load_mapping
+
+    if args.mapping:
+        images = ImageMap.from_names(load_mapping(args.mapping))
+    else:
+        images = ImageMap.from_record(PushRecord.load(args.bundle or Path("bundle")))
+    raw = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise WsmError(f"the manifests on standard input are larger than {human_bytes(MAX_MANIFEST_BYTES)}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WsmError(f"the manifests on standard input are not UTF-8 (byte {error.start})") from None
+    result = rewrite_manifests(text, images)
+    sys.stdout.buffer.write(result.text.encode("utf-8"))
+    if not args.quiet:
+        print(f"wsm rewrite: {result.summary()}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ import yaml
 from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
-from ._exceptions import BundleError, DigestMismatch, Hint, ProofFailed, TagConflict, WsmError
+from ._exceptions import BundleError, DigestMismatch, Hint, ProofFailed, StorageError, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
 from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
@@ -31,6 +31,7 @@ from ._layout import blob_member, tar_members
 from ._lock import BundleChart, BundleImage
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
+from ._nodefiles import NodeFiles, node_files, write_node_files
 from ._overrides import belongs_to, rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
 from ._proof import helm_available, proof_summary, prove_install
@@ -350,16 +351,20 @@ def push_release(
     # something else, or nothing. Its old install files go too, so nothing left looks complete.
     publishable = replace(release, charts=tuple(e for e in release.charts if e.name not in {w.name for w in withheld}))
     _remove_install_files(bundle, [release.chart(w.name) for w in withheld])
-    charts, moved, locations = _push_charts(bundle, publishable, options, client, transport or TransportOptions())
+    transport = transport or TransportOptions()
+    charts, moved, locations = _push_charts(bundle, publishable, options, client, transport)
     report = PushReport(options.registry, redact_url(options.helm_repo) if options.helm_repo else None, jobs, moved,
                         [], None, options.dry_run, withheld, root_digest(bundle.dir))
     if options.dry_run:
         return report
     pinned = pinned_targets(targets, jobs)
+    held = {job.source for job in jobs if job.result is not PushResult.FAILED}
+    scheme = "http" if transport.plain_http else "https"
     if not options.helm_repo or not publishable.charts:
         if withheld:
             (bundle.root / RUNBOOK_FILE).unlink(missing_ok=True)
-        report.files = [str(PushRecord.planned(bundle, options.registry, pinned, None).write(bundle.root))]
+        record = PushRecord.planned(bundle, options.registry, pinned, None, held=held, scheme=scheme)
+        report.files = _record_push(bundle, record, transport)[0]
         return report
     files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values,
                                 options.pull_secret)
@@ -367,7 +372,8 @@ def push_release(
     rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret) for name, path in
                  options.user_values_files.items() if name in locations]
     record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
-                                [str(f.path.relative_to(bundle.root)) for f in files])
+                                [str(f.path.relative_to(bundle.root)) for f in files], held=held, scheme=scheme)
+    recorded, nodes = _record_push(bundle, record, transport)
     secret_steps = None
     if options.pull_secret is not None:
         report.pull_secret = _check_pull_secret(bundle, publishable, files, registry.host, options.pull_secret,
@@ -376,11 +382,27 @@ def push_release(
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
                              check=_check_command(bundle, options, transport), pull_secret=secret_steps,
-                             repinned=repinned(entries, targets))
+                             repinned=repinned(entries, targets), nodes=nodes)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
-    pushed = record.write(bundle.root)
-    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE), str(pushed)] + rewritten
+    report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten + recorded
     return report
+
+
+def _record_push(bundle: Bundle, record: PushRecord, transport: TransportOptions) -> tuple[list[str], NodeFiles]:
+    """Write `pushed.json` (the internal names of what the registry now holds) and the node files."""
+    nodes = node_files(record, _read_ca(transport.ca_file))
+    return [str(record.write(bundle.root)), str(write_node_files(bundle.root, nodes))], nodes
+
+
+def _read_ca(ca_file: str | None) -> bytes | None:
+    if not ca_file:
+        return None
+    try:
+        with open(ca_file, "rb") as handle:
+            return handle.read(1024 * 1024)
+    except OSError as error:
+        raise StorageError(f"cannot read the CA file {ca_file}: {error.strerror}", path=ca_file,
+                           errno=error.errno) from None
 
 
 def withheld_charts(release: ReleaseManifest, images: Sequence[ResolvedImage],

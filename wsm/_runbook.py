@@ -14,6 +14,7 @@ from pathlib import Path
 from ._format import one_line
 from ._install import ChartLocation, InstallFile
 from ._manifest import ChartEntry, ReleaseManifest
+from ._nodefiles import NODE_FILES_DIR, NodeFiles, on_node
 
 REPO_ALIAS = "internal"
 # Variables the runbook's commands use: the password lives in one only between a prompt and a pipe.
@@ -122,6 +123,7 @@ def runbook(
     check: CheckCommand | None = None,
     pull_secret: PullSecretSteps | None = None,
     repinned: Sequence[tuple[str, str]] = (),
+    nodes: NodeFiles | None = None,
 ) -> str:
     """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
     command; `root_digest` identifies the bundle this was made from."""
@@ -148,6 +150,9 @@ def runbook(
         lines += [_command("helm", "repo", "add", REPO_ALIAS, url, *(["--username", user] if user else []))
                   for url, user in classic]
         lines += [_command("helm", "repo", "update"), "```", ""]
+        step += 1
+    if nodes is not None and nodes.files:
+        lines += _node_files_step(step, nodes, bundle_dir)
         step += 1
     by_chart = {f.chart: f for f in files}
     for entry in manifest.charts:
@@ -193,7 +198,8 @@ def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile,
     chart = location.oci_ref if location.is_oci else f"{REPO_ALIAS}/{location.name}"
     release = entry.release or entry.name
     return _command("helm", "upgrade", "--install", release, chart, "--version", location.version,
-                    "-n", entry.namespace, "--create-namespace", "-f", _shown(file.path, bundle_dir))
+                    "-n", entry.namespace, "--create-namespace", "-f", _shown(file.path, bundle_dir),
+                    *_post_renderer(bundle_dir))
 
 
 def _command(*argv: str) -> str:
@@ -219,6 +225,51 @@ def _ansi_c(character: str) -> str:
     return f"\\x{code:02x}" if code < 0x80 else f"\\U{code:08x}"  # bash: \x is a byte, \U a character
 
 
+def _post_renderer(bundle_dir: Path) -> list[str]:
+    """helm's options that pass the rendered manifests through `wsm rewrite` with this bundle's names:
+    images a chart hard-codes point inside too, and one the bundle lacks fails the install, naming it."""
+    words = ["--post-renderer", "wsm"]
+    for arg in ("rewrite", "--bundle", bundle_dir.name):
+        words += ["--post-renderer-args", arg]
+    return words
+
+
+# What an operator runs per runtime after copying its subtree into `/`, and what it is for.
+_RUNTIMES = {
+    "containerd": ("containerd (kubeadm and most clusters)",
+                   'needs `config_path = "/etc/containerd/certs.d"` under the CRI registry plugin in '
+                   "/etc/containerd/config.toml (then `systemctl restart containerd`); files there are read at "
+                   "each pull"),
+    "containers": ("CRI-O, podman, buildah", "CRI-O: `systemctl reload crio`"),
+    "docker": ("Docker hosts (single-host installs)", "the CA only: Docker has no mirror with a path prefix"),
+    "k3s": ("k3s", "merge into an existing registries.yaml; then `systemctl restart k3s` (k3s-agent on agents)"),
+    "rke2": ("RKE2", "merge into an existing registries.yaml; then `systemctl restart rke2-server` "
+             "(rke2-agent on agents)"),
+}
+
+
+def _node_files_step(step: int, nodes: NodeFiles, bundle_dir: Path) -> list[str]:
+    """Copying the mirror and CA files onto every node, one subtree per container runtime."""
+    root = Path(bundle_dir.name) / NODE_FILES_DIR
+    what = "mirror rules" + (" and the registry's CA" if nodes.has_ca else "")
+    lines = [f"## {step}. Set up the nodes' container runtimes", "",
+             f"`{root}/` holds {what} for each container runtime, laid out as the node's root: on every node "
+             "(servers too, where they run pods), as root, copy the subtree of its runtime into `/`. The mirrors "
+             "send pulls of images hard-coded in charts (by their upstream names) to the internal registry, "
+             "under the names push gave them.", "", "```sh"]
+    for runtime in nodes.runtimes:
+        label, after = _RUNTIMES[runtime]
+        lines.append(f"cp -r {root / runtime}/. /    # {label}: {after}")
+    lines += ["```", "", "| on the node | file |", "|---|---|"]
+    lines += [f"| `{on_node(path)}` | `{root / path}` |" for path in sorted(nodes.files)]
+    lines.append("")
+    if nodes.exceptions:
+        names = ", ".join(f"`{image.source.name}` -> `{image.target.name}`" for image in nodes.exceptions)
+        lines += [f"Pushed under names of their own (a mapping): {names}. Only the CRI-O/podman drop-in names "
+                  "them; on containerd, k3s and RKE2 nodes deploy them through `wsm rewrite`.", ""]
+    return lines
+
+
 def _shown(path: Path, bundle_dir: Path) -> str:
     """Paths relative to the bundle's parent, as the operator runs the commands beside the bundle."""
     try:
@@ -238,8 +289,10 @@ def _unredirected_note(file: InstallFile) -> list[str]:
     if not file.unredirected:
         return []
     images = ", ".join(f"`{image}`" for image in file.unredirected)
-    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry, "
-            "but the cluster needs a registry mirror rule for it.", ""]
+    return [f"Note: no values path sets {images}; the chart hard-codes it. It is in the internal registry: the "
+            "post-renderer (`wsm rewrite`) points it there, and the node mirror files send its pulls there where "
+            "the post-renderer cannot reach (helm 3 does not pass hooks through a post-renderer; an operator "
+            "renders its charts itself).", ""]
 
 
 def _pinned_notes(images: Sequence[MovedImage]) -> list[str]:
