@@ -605,7 +605,7 @@ def run_push(args: argparse.Namespace) -> int:
     )
     quiet = args.quiet or args.output == "json"
     bound = registry_options(args, username=args.username, password=password,
-                             credential_hosts=_push_credential_hosts(args))
+                             credential_hosts=site_credential_hosts(args.registry, args.helm_repo))
     with RegistryClient(bound) as client, \
             ProgressBar("pushing", enabled=show_bar(quiet)) as bar:
         report = push_release(bundle, options, client, progress=bar, transport=transport_options(args))
@@ -632,6 +632,7 @@ def _add_check(commands: Commands) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from ._check import CheckOptions, check
+    from ._pushed import PushRecord
 
     bundle = Bundle.open(args.bundle)
     for path in args.values:
@@ -640,7 +641,12 @@ def run_check(args: argparse.Namespace) -> int:
     password = read_password(args)
     options = CheckOptions(registry=args.registry, helm_repo=args.helm_repo, values_files=args.values,
                            transport=transport_options(args), repo_auth=RepoAuth(args.username, password))
-    with RegistryClient(registry_options(args, username=args.username, password=password)) as client:
+    record = PushRecord.read(bundle.root)
+    registry = args.registry or (record.registry if record else None)
+    helm_repo = args.helm_repo or (record.helm_repo if record else None)
+    hosts = site_credential_hosts(registry, helm_repo) if registry else ()
+    with RegistryClient(registry_options(args, username=args.username, password=password,
+                                         credential_hosts=hosts)) as client:
         report = check(bundle, options, client)
     if args.output == "json":
         print_data(report.to_dict(), "json")
@@ -663,11 +669,11 @@ def _print_check(report: CheckReport) -> None:
               + (f" and {report.helm_repo}" if report.helm_repo else ""))
 
 
-def _push_credential_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+def site_credential_hosts(registry: str, helm_repo: str | None) -> tuple[str, ...]:
     """--username is for the internal registry (and an oci:// Helm repository): no other host gets it."""
-    hosts = [args.registry.split("/", 1)[0]]
-    if args.helm_repo and args.helm_repo.startswith("oci://"):
-        hosts.append(args.helm_repo.removeprefix("oci://").split("/", 1)[0])
+    hosts = [registry.split("/", 1)[0]]
+    if helm_repo and helm_repo.startswith("oci://"):
+        hosts.append(helm_repo.removeprefix("oci://").split("/", 1)[0])
     return tuple(hosts)
 
 
