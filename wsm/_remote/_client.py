@@ -26,7 +26,7 @@ from .._http import (
 )
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
-from ._blobs import CHUNK, PartialDownload, Progress, Source, UploadSource
+from ._blobs import CHUNK, BlobStorage, PartialDownload, PartialFile, Progress, Source, UploadSource
 from ._credentials import CredentialStore, normalize_host
 from ._types import (
     ALL_MANIFEST_TYPES,
@@ -211,28 +211,35 @@ class RegistryClient:
 
     # -- blobs -------------------------------------------------------------------------------------------
 
-    def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path, progress: Progress | None = None) -> None:
-        """Download a blob into `dest` (a `.partial` path), resuming what `dest` already holds; verified.
+    def fetch_blob(
+        self, ref: Reference, descriptor: Descriptor, dest: Path | BlobStorage, progress: Progress | None = None
+    ) -> None:
+        """Download a blob into `dest` (a `.partial` path, or a `BlobStorage` such as a tarball member),
+        resuming what `dest` already holds; verified.
 
-        On a digest mismatch `dest` is deleted and `DigestMismatch` raised. `progress(n)` hears bytes as they
+        On a digest mismatch what `dest` holds is dropped and `DigestMismatch` raised. `progress(n)` hears bytes as they
         land in `dest` (a resumed prefix included); when the download has to start over it hears a negative n.
         """
         target = self._pull_target(ref)
         what = target.what(f"blob {descriptor.digest} of {target.label}")
-        partial = PartialDownload(dest, descriptor, progress)
-        partial.load_prefix()
-        rounds = 0
-        while not partial.complete:
-            start = partial.offset
-            try:
-                with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
-            except RegistryError:
-                # A link that keeps dropping but moves data along gets a fresh retry budget: a large layer
-                # over a flaky proxy should finish, not fail after a fixed number of cuts.
-                rounds += 1
-                if partial.offset <= start or rounds >= _MAX_RETRY_ROUNDS:
-                    raise  # `dest` keeps what arrived: the next run resumes from there
-        partial.finish(what)
+        storage = PartialFile(dest) if isinstance(dest, Path) else dest
+        try:
+            partial = PartialDownload(storage, descriptor, progress)
+            partial.load_prefix()
+            rounds = 0
+            while not partial.complete:
+                start = partial.offset
+                try:
+                    with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
+                except RegistryError:
+                    # A link that keeps dropping but moves data along gets a fresh retry budget: a large layer
+                    # over a flaky proxy should finish, not fail after a fixed number of cuts.
+                    rounds += 1
+                    if partial.offset <= start or rounds >= _MAX_RETRY_ROUNDS:
+                        raise  # `dest` keeps what arrived: the next run resumes from there
+            partial.finish(what)
+        finally:
+            storage.close()
 
     def _download(self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str) -> None:
         headers = {"Range": f"bytes={partial.offset}-"} if partial.offset else {}
