@@ -34,7 +34,7 @@ from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import MovedChart, MovedImage, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values
-from ._verify import verify
+from ._verify import check_before_push
 
 RUNBOOK_FILE = "RUNBOOK.md"
 Describe = Callable[[WsmError], str]
@@ -117,7 +117,7 @@ def push_images(
     def one(entry: BundleImage) -> ImagePush:
         job = ImagePush(entry.reference, targets[entry.reference], entry.top.digest)
         try:
-            pusher.push(_Tarball(bundle.path(entry)), entry, job)
+            pusher.push(bundle.path(entry), entry, job)
         except WsmError as error:
             job.result, job.error = PushResult.FAILED, error
         return job
@@ -147,10 +147,16 @@ class _Tarball:
         return FileSegment(self.path, offset, size)
 
     def manifest(self, descriptor: Descriptor) -> Manifest:
+        """A manifest or index of the tarball, checked against its digest (push reads no blob twice, and
+        these are read before any blob is sent)."""
         segment = self.segment(descriptor)
         with open(self.path, "rb") as handle:
             handle.seek(segment.offset)
-            return Manifest.from_bytes(handle.read(segment.size), descriptor.media_type)
+            manifest = Manifest.from_bytes(handle.read(segment.size), descriptor.media_type)
+        if manifest.digest != descriptor.digest:
+            raise BundleError(f"{self.path.name}: manifest {descriptor.digest} hashes to {manifest.digest}; run wsm "
+                              "verify, then copy the file again", path=self.path)
+        return manifest
 
 
 @dataclass
@@ -161,11 +167,13 @@ class _ImagePusher:
     progress: Progress
     mounts: _Mounts = field(default_factory=_Mounts)
 
-    def push(self, tarball: _Tarball, entry: BundleImage, job: ImagePush) -> None:
+    def push(self, path: Path, entry: BundleImage, job: ImagePush) -> None:
         target = job.target
+        # The tag first: an image already there at the same digest costs one HEAD, and its tarball is not opened.
         if not self._tag_allows(target, entry.top, job):
             self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
+        tarball = _Tarball(path)
         top_manifest = tarball.manifest(entry.top)
         children = [tarball.manifest(child) for child in top_manifest.children()]
         for manifest in children + [top_manifest]:  # an index only after every manifest it names
@@ -206,7 +214,7 @@ class _ImagePusher:
             job.blobs_mounted += 1
             self.progress.advance(blob.size)
         else:
-            self.client.push_blob(target, blob, tarball.segment(blob), self.progress.advance)
+            self.client.push_blob(target, blob, tarball.segment(blob), self.progress.advance, known_missing=True)
             job.blobs_sent += 1
             job.bytes_sent += blob.size
         self.mounts.record(blob.digest, target.repository)
@@ -276,8 +284,12 @@ def push_release(
     bundle: Bundle, options: PushOptions, client: RegistryClient, *,
     progress: Progress = NO_PROGRESS, transport: TransportOptions | None = None,
 ) -> PushReport:
-    """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
-    verify(bundle)
+    """Check the bundle, push its images and charts, write values, custom resources and the runbook.
+
+    The check up front covers the lock, SHA256SUMS and every file but the image tarballs (their sizes only);
+    a tarball's blobs are hashed as they are read for upload, its manifests when read (`wsm verify` is the
+    full pass)."""
+    check_before_push(bundle)
     release = bundle.release
     registry = TargetRegistry.parse(options.registry)
     mapping = load_mapping(options.mapping) if options.mapping else None

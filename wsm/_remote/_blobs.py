@@ -1,6 +1,7 @@
 """Blob bytes on disk and on the wire: a resumable download file, and a re-readable upload source.
 
-Both stream in 64 KiB pieces and hash as they go, so memory stays flat whatever the blob size.
+Both stream (64 KiB pieces from the network, 1 MiB reads from a file) and hash as they go, so memory stays flat
+whatever the blob size.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .._exceptions import DigestMismatch, StorageError, WsmError
 from ._types import Descriptor, hasher_for
 
 CHUNK = 64 * 1024
+UPLOAD_READ = 1024 * 1024  # file reads for uploads: fewer, larger pieces for the connection to send
 Progress = Callable[[int], None]
 
 
@@ -190,6 +192,8 @@ class UploadSource:
         self.descriptor = descriptor
         self.progress = progress or _no_progress
         self.sent = 0  # bytes handed to the connection in the current upload session
+        self._hasher = hasher_for(descriptor.digest)
+        self._hashed = 0  # the bytes from the first read so far, in order, are hashed (a re-sent piece is not)
         size = _source_size(source)
         if size != descriptor.size:
             raise DigestMismatch(
@@ -205,10 +209,29 @@ class UploadSource:
     def read(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """A fresh iterator over `length` bytes from `start`, reporting progress as the connection takes them."""
         end = self.descriptor.size if length is None else start + length
+        position = start
         for chunk in self._chunks(start, end):
+            self._hash(position, chunk)
+            position += len(chunk)
             self.sent += len(chunk)
             self.progress(len(chunk))
             yield chunk
+
+    def _hash(self, position: int, chunk: bytes) -> None:
+        """Hash what is read for the first time; at the last byte, refuse a source that is not the blob."""
+        if position == 0:
+            self._hasher, self._hashed = hasher_for(self.descriptor.digest), 0
+        if position != self._hashed:
+            return
+        self._hasher.update(chunk)
+        self._hashed += len(chunk)
+        if self._hashed == self.descriptor.size:
+            actual = f"{self._hasher.name}:{self._hasher.hexdigest()}"
+            if actual != self.descriptor.digest:
+                raise DigestMismatch(
+                    f"{_name(self.source)}: hashes to {actual}, not {self.descriptor.digest}; the file is damaged "
+                    "(run wsm verify, then copy it again)", expected=self.descriptor.digest, actual=actual,
+                )
 
     def _chunks(self, start: int, end: int) -> Iterator[bytes]:
         if isinstance(self.source, (bytes, bytearray, memoryview)):
@@ -221,7 +244,7 @@ class UploadSource:
             handle.seek(base + start)
             remaining = end - start
             while remaining > 0:
-                block = handle.read(min(CHUNK, remaining))
+                block = handle.read(min(UPLOAD_READ, remaining))
                 if not block:
                     raise WsmError(f"{_name(self.source)} shrank while it was being uploaded; it must not change")
                 remaining -= len(block)

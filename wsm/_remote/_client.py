@@ -310,14 +310,17 @@ class RegistryClient:
         return with_retries(self._transport, what, attempt)
 
     def push_blob(
-        self, ref: Reference, descriptor: Descriptor, source: Source, progress: Progress | None = None
+        self, ref: Reference, descriptor: Descriptor, source: Source, progress: Progress | None = None,
+        known_missing: bool = False,
     ) -> None:
-        """Upload a blob from a file or bytes unless the repository has it; `progress` hears bytes sent."""
+        """Upload a blob from a file or bytes unless the repository has it (`known_missing`: the caller just
+        asked); `progress` hears bytes sent. The bytes are hashed as they are read: a source that does not
+        hash to the digest fails the upload (`DigestMismatch`) before the registry can accept it."""
         target = self._push_target(ref)
         scopes = _push(target)
         what = target.what(f"upload of blob {descriptor.digest} to {target.repository}")
         upload = UploadSource(source, descriptor, progress)
-        if self._has_blob(target, descriptor.digest, scopes):
+        if not known_missing and self._has_blob(target, descriptor.digest, scopes):
             upload.progress(descriptor.size)
             return
 
