@@ -332,14 +332,15 @@ def test_an_interrupt_stops_the_run_and_a_rerun_finishes_it(registry, tmp_path, 
 
 def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path, client):
     names = ("dl/kill-a", "dl/kill-b", "dl/kill-c")
-    built = [make_image(registry, n, tmp_path, layer_sizes=(300_000, 250_000), incompressible=True) for n in names]
+    built = [make_image(registry, n, tmp_path, layer_sizes=(3_000_000, 250_000), incompressible=True) for n in names]
     sizes = [sum(size for digest, size in b.blobs.items() if digest != b.digest) for b in built]
     total = sum(sizes)
     bundle = tmp_path / "bundle"
     with FaultProxy(registry.url) as proxy:
         refs = [f"{proxy.host}/{n}:1.0" for n in names]
-        # One blob at a time, in order: killed 100 kB into the second image's first layer.
-        child = run_child(bundle, refs, kill_after=sizes[0] + 100_000)
+        # One blob at a time, in order: killed 2.3 MB into the second image's first layer, when at least its
+        # first MiB is written (the tarball is written in 1 MiB batches, the one before waited for).
+        child = run_child(bundle, refs, kill_after=sizes[0] + 2_300_000)
         assert child.returncode == -9, child.stderr  # SIGKILL: no cleanup ran
 
         # Nothing looks complete before it is: every tarball there is whole and recorded, no SHA256SUMS.
@@ -354,7 +355,7 @@ def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing
         (partial,) = (bundle / ".wsm-partial" / "images").iterdir()
         fetched_blobs = {d.partition(":")[2] for b in built for d in b.blobs if d != b.digest}
         on_disk = blob_bytes_in(partial, fetched_blobs)
-        assert 0 < on_disk < sizes[1]
+        assert 1024 * 1024 <= on_disk < sizes[1]
         in_tars = sum(b["size"] for e in recorded.values() for b in e["blobs"] if b["mediaType"].find("manifest") < 0)
         missing = total - on_disk - in_tars
         assert 0 < missing < total

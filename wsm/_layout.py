@@ -27,6 +27,7 @@ import json
 import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 BLOBS_DIR = "blobs/sha256/"
 CHUNK = 1024 * 1024  # hashing reads; large sequential reads of page-cached data are the cheapest here
+_BATCH = 1024 * 1024  # downloaded bytes handed to a tarball's writing thread at a time
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_JSON_MEMBER = 16 * 1024 * 1024  # index.json / manifest.json larger than this are not ours
 
@@ -228,6 +230,22 @@ class _TarWriter:
         self.size += overlap
         return view[overlap:]
 
+    def append(self, chunks: list[bytes]) -> None:
+        """Bytes for the end of the file: hashed, then written in one system call where the kernel takes it."""
+        if self.size < self.existing:  # over what an earlier run left: compared first
+            for chunk in chunks:
+                self._write(chunk)
+            return
+        for chunk in chunks:
+            self.hasher.update(chunk)
+        total = sum(len(chunk) for chunk in chunks)
+        written = os.pwritev(self.fd, chunks, self.size)
+        if written < total:
+            rest = memoryview(b"".join(chunks))[written:]
+            while rest:
+                rest = rest[os.pwrite(self.fd, rest, self.size + total - len(rest)) :]
+        self.size += total
+
     def cut(self, position: int) -> None:
         """Drop everything from `position` on (nothing from there was hashed yet)."""
         os.ftruncate(self.fd, position)
@@ -259,7 +277,10 @@ class _TarWriter:
         self._header(name, size)
         self.members[name] = (self.size, size)
         member = TarMember(self, name, size)
-        fill(member)
+        try:
+            fill(member)
+        finally:
+            member.close()  # every byte received is written before the size is checked or the run stops
         if self.size != member.start + size:
             raise BundleError(f"blob {name}: {self.size - member.start} bytes written, the manifest says {size}")
         self._pad(size)
@@ -321,7 +342,10 @@ class TarMember:
     """The data of one tar member, written by a download (a `BlobStorage` for `RegistryClient.fetch_blob`).
 
     What an earlier run left of it is handed back to be hashed again (`read_stored`); starting over cuts the
-    file at the member's first byte and takes the tarball's hash back to that point.
+    file at the member's first byte and takes the tarball's hash back to that point. Arriving bytes are
+    handed to a writing thread in 1 MiB batches, which hashes them for the tarball and writes them while the
+    download's thread receives the next batch and hashes it for the blob (hashlib and the system calls
+    release the GIL): at most two batches wait in memory.
     """
 
     def __init__(self, tar: _TarWriter, name: str, size: int):
@@ -330,6 +354,10 @@ class TarMember:
         self._size = size
         self.start = tar.size
         self._hash_at_start = tar.hasher.copy()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._writing: Future[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
 
     def stored(self) -> int:
         return max(0, min(self._size, self._tar.existing - self.start))
@@ -345,13 +373,20 @@ class TarMember:
             yield block
 
     def write(self, chunk: bytes) -> None:
-        try:
-            self._tar._write(chunk)
-        except OSError as error:
-            raise StorageError(f"cannot write {self._tar.path}: {error.strerror or error}; free some space",
-                               path=self._tar.path, errno=error.errno) from None
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= _BATCH:
+            self._wait()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsm-tar")
+            self._writing = self._writer.submit(self._append, self._take_pending())
 
     def truncate(self) -> None:
+        self._take_pending()
+        try:
+            self._wait()
+        except StorageError:
+            pass  # those bytes are being dropped anyway
         self._tar.cut(self.start)
         self._tar.size = self.start
         self._tar.hasher = self._hash_at_start.copy()
@@ -360,7 +395,31 @@ class TarMember:
         self.truncate()
 
     def close(self) -> None:
-        pass
+        """Everything received is hashed and written once this returns (a write error is raised here)."""
+        try:
+            self._wait()
+            if self._pending:
+                self._append(self._take_pending())
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def _take_pending(self) -> list[bytes]:
+        batch, self._pending, self._pending_size = self._pending, [], 0
+        return batch
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _append(self, batch: list[bytes]) -> None:
+        try:
+            self._tar.append(batch)
+        except OSError as error:
+            raise StorageError(f"cannot write {self._tar.path}: {error.strerror or error}; free some space",
+                               path=self._tar.path, errno=error.errno) from None
 
 
 def _copy_fd(source: int, dest: int, size: int) -> None:
