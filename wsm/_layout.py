@@ -43,6 +43,7 @@ OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 BLOBS_DIR = "blobs/sha256/"
 CHUNK = 1024 * 1024  # hashing reads; large sequential reads of page-cached data are the cheapest here
 _BATCH = 1024 * 1024  # downloaded bytes handed to a tarball's writing thread at a time
+_WRITEBACK = 8 * 1024 * 1024  # downloaded bytes after which their writeback to the disk is started
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_JSON_MEMBER = 16 * 1024 * 1024  # index.json / manifest.json larger than this are not ours
 
@@ -207,6 +208,7 @@ class _TarWriter:
         self.hasher = hashlib.sha256()
         self.size = 0
         self.members: dict[str, tuple[int, int]] = {}  # name -> (data offset, size)
+        self._written_back = 0  # where the last `_start_writeback` ended
         self._buffer = bytearray(CHUNK)
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -245,6 +247,15 @@ class _TarWriter:
             while rest:
                 rest = rest[os.pwrite(self.fd, rest, self.size + total - len(rest)) :]
         self.size += total
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Have the kernel start writing what is there to the disk now, not all at the closing fsync: the disk
+        works while the network does, and the page cache holds little of a large layer (Linux starts the
+        writeback of dirty pages on DONTNEED, without waiting, and drops the pages already written)."""
+        if self.size - self._written_back >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self._written_back, self.size - self._written_back, os.POSIX_FADV_DONTNEED)
+            self._written_back = self.size
 
     def cut(self, position: int) -> None:
         """Drop everything from `position` on (nothing from there was hashed yet)."""
