@@ -256,3 +256,14 @@ def test_push_hashes_what_it_uploads_and_refuses_a_damaged_blob(registry, plain_
         assert not plain_client.has_blob(job.target, layer.digest)  # the registry never took it
     with pytest.raises(CorruptBundle, match=layer.digest):
         verify(bundle)  # the full pass names the same blob
+
+
+def test_push_refuses_a_tarball_of_another_size_before_sending_anything(registry, plain_client, tmp_path):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("resized/app", {})])
+    tarball = bundle.path(lock.release_images()[0])
+    with open(tarball, "ab") as handle:
+        handle.write(b"\0" * 512)
+    with Registry(tmp_path / "target") as target, FaultProxy(target.url) as proxy:
+        with pytest.raises(CorruptBundle, match=rf"{tarball.name}: {tarball.stat().st_size} bytes, the lock says"):
+            push_release(bundle, PushOptions(registry=f"{proxy.host}/site"), plain_client)
+        assert proxy.records == []  # checked before the first request

@@ -13,9 +13,11 @@ Members (order is free for every reader; this is the order we write):
 Several platforms are nested (index.json -> one index blob -> platform manifests): a flat index.json with
 two images makes skopeo refuse the archive ("more than one image").
 
-Writing streams: headers are made by `tarfile`, blob bytes are copied by the kernel (`copy_file_range`, else
-`sendfile`, else a buffered copy) and hashed as they pass, so memory does not grow with blob size and the
-tar's sha256 comes out of the same pass. Reading for verification is one sequential pass too.
+Writing streams: headers are made by `tarfile`; a downloading blob is written straight into its member
+(`add_streamed`: the header needs only the size), a blob already in a file is copied by the kernel
+(`copy_file_range`, else `sendfile`, else a buffered copy); either way the bytes are hashed as they pass, so
+memory does not grow with blob size and the tar's sha256 comes out of the same pass. A partial tarball left
+by a killed run can be continued (`resume`). Reading for verification is one sequential pass too.
 """
 
 from __future__ import annotations
@@ -241,7 +243,7 @@ class _TarWriter:
         for chunk in chunks:
             self.hasher.update(chunk)
         total = sum(len(chunk) for chunk in chunks)
-        written = os.pwritev(self.fd, chunks, self.size)
+        written = os.pwritev(self.fd, chunks, self.size) if hasattr(os, "pwritev") else 0
         if written < total:
             rest = memoryview(b"".join(chunks))[written:]
             while rest:
