@@ -8,6 +8,7 @@ import fcntl
 import json
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
@@ -321,7 +322,7 @@ def test_an_interrupt_stops_the_run_and_a_rerun_finishes_it(registry, tmp_path, 
     assert not (bundle / "SHA256SUMS").exists()
     finished = [entry["image"] for entry in lock_of(bundle)["images"]]
     assert len(finished) == 1 and len(list((bundle / "images").glob("*.tar"))) == 1
-    assert not list(bundle.rglob("*.tar.partial"))
+    assert not list((bundle / "images").glob("*.partial"))  # a partial tarball waits in the work area only
 
     report = fetch([image(registry.host, n) for n in names], bundle, client)
     assert report.ok and sorted(r.status for r in report.images) == ["ok", "ok", "skipped"]
@@ -331,14 +332,15 @@ def test_an_interrupt_stops_the_run_and_a_rerun_finishes_it(registry, tmp_path, 
 
 def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing(registry, tmp_path, client):
     names = ("dl/kill-a", "dl/kill-b", "dl/kill-c")
-    built = [make_image(registry, n, tmp_path, layer_sizes=(300_000, 250_000), incompressible=True) for n in names]
+    built = [make_image(registry, n, tmp_path, layer_sizes=(3_000_000, 250_000), incompressible=True) for n in names]
     sizes = [sum(size for digest, size in b.blobs.items() if digest != b.digest) for b in built]
     total = sum(sizes)
     bundle = tmp_path / "bundle"
     with FaultProxy(registry.url) as proxy:
         refs = [f"{proxy.host}/{n}:1.0" for n in names]
-        # One blob at a time, in order: killed 100 kB into the second image's first layer.
-        child = run_child(bundle, refs, kill_after=sizes[0] + 100_000)
+        # One blob at a time, in order: killed 2.3 MB into the second image's first layer, when at least its
+        # first MiB is written (the tarball is written in 1 MiB batches, the one before waited for).
+        child = run_child(bundle, refs, kill_after=sizes[0] + 2_300_000)
         assert child.returncode == -9, child.stderr  # SIGKILL: no cleanup ran
 
         # Nothing looks complete before it is: every tarball there is whole and recorded, no SHA256SUMS.
@@ -349,21 +351,29 @@ def test_a_killed_download_resumes_and_fetches_little_more_than_what_was_missing
         for name in tars:
             scan = scan_image_tar(bundle / name)
             assert scan.sha256 == recorded[name]["file_sha256"]
-        work = list((bundle / ".wsm-partial" / "blobs").iterdir())
-        assert any(p.name.endswith(".partial") for p in work)  # killed in the middle of a blob
-        on_disk = sum(p.stat().st_size for p in work)
+        # Killed in the middle of a blob: the second image's partial tarball holds what had arrived of it.
+        (partial,) = (bundle / ".wsm-partial" / "images").iterdir()
+        fetched_blobs = {d.partition(":")[2] for b in built for d in b.blobs if d != b.digest}
+        on_disk = blob_bytes_in(partial, fetched_blobs)
+        assert 1024 * 1024 <= on_disk < sizes[1]
         in_tars = sum(b["size"] for e in recorded.values() for b in e["blobs"] if b["mediaType"].find("manifest") < 0)
         missing = total - on_disk - in_tars
         assert 0 < missing < total
 
         proxy.reset_counts()
         report = fetch([image(proxy.host, n) for n in names], bundle, client)
+        served, ranged = proxy.blob_bytes_served, any(record.range for record in proxy.records)
+        fresh = fetch([image(proxy.host, n) for n in names], tmp_path / "fresh", client)
     assert report.ok
-    assert missing <= proxy.blob_bytes_served <= missing + 64 * 1024
-    assert any(record.range for record in proxy.records)  # the partial blob was continued, not restarted
-    assert report.bytes_fetched == proxy.blob_bytes_served
+    assert missing <= served <= missing + 64 * 1024
+    assert ranged  # the partial blob was continued, not restarted
+    assert report.bytes_fetched == served
     sha256sum_check(bundle)
     assert verify(bundle).images_checked == 3
+    # The continued tarball is byte for byte the one a download in one go writes.
+    assert fresh.ok
+    sums = [[e["file_sha256"] for e in lock_of(where)["images"]] for where in (bundle, tmp_path / "fresh")]
+    assert sums[0] == sums[1]
 
 
 # ------------------------------------------------------------------------------------------------ charts
@@ -393,6 +403,18 @@ def test_charts_are_copied_byte_for_byte_and_checked_against_their_digest(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def blob_bytes_in(partial: Path, hexes: set[str]) -> int:
+    """Bytes of the members named blobs/sha256/<one of `hexes`> that a cut-off tarball holds."""
+    data, offset, found = partial.read_bytes(), 0, 0
+    while offset + tarfile.BLOCKSIZE <= len(data) and data[offset : offset + tarfile.BLOCKSIZE].strip(b"\0"):
+        info = tarfile.TarInfo.frombuf(data[offset : offset + tarfile.BLOCKSIZE], "utf-8", "strict")
+        start = offset + tarfile.BLOCKSIZE
+        if info.name.removeprefix("blobs/sha256/") in hexes:
+            found += max(0, min(info.size, len(data) - start))
+        offset = start + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return found
 
 
 def run_child(bundle: Path, refs: list[str], **options) -> subprocess.CompletedProcess:

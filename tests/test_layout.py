@@ -208,3 +208,57 @@ def test_blob_members_are_sha256_only():
     assert _layout.blob_member("sha256:" + "0" * 64) == "blobs/sha256/" + "0" * 64
     with pytest.raises(BundleError, match="only sha256"):
         _layout.blob_member("sha512:" + "0" * 128)
+
+
+def streamed_tar(built: BuiltImage, dest: Path, name: str, partial: Path | None = None) -> list[int]:
+    """The tarball of `tar_from_layout`, every blob streamed in (as a download does): with `partial`,
+    continued from what is there. Returns how many bytes of each blob had to be written."""
+    amd64 = json.loads((built.layout / built.manifests["linux/amd64"].split(":")[1]).read_bytes())
+    top = {"mediaType": built.media_type, "digest": built.digest, "size": built.blobs[built.digest]}
+    written: list[int] = []
+
+    def fill_from(data: bytes):
+        def fill(member: _layout.TarMember) -> None:
+            assert b"".join(member.read_stored()) == data[: member.stored()]
+            rest = data[member.stored():]
+            for start in range(0, len(rest), 64 * 1024):
+                member.write(rest[start : start + 64 * 1024])
+            member.close()
+            written.append(len(rest))
+        return fill
+
+    with _layout.ImageTarWriter(dest, reference=Reference.parse(name), top=top, image_manifest=amd64,
+                                partial=partial, resume=partial is not None) as writer:
+        for digest, size in built.blobs.items():
+            writer.add_streamed(digest, size, fill_from((built.layout / digest.split(":")[1]).read_bytes()))
+        writer.commit()
+    return written
+
+
+def test_a_partial_tarball_is_continued_to_the_same_bytes_writing_only_what_is_missing(tmp_path):
+    built = build_image(tmp_path / "layout", layer_sizes=(3_000_000, 500_000), incompressible=True)
+    whole = tmp_path / "whole.tar"
+    streamed_tar(built, whole, "acme/app:1.0")
+    assert whole.read_bytes() == tar_from_layout(built, tmp_path / "copied.tar", "acme/app:1.0").read_bytes()
+    data = whole.read_bytes()
+    biggest = max(built.blobs.values())
+    for cut in (100, 700, 2_000_000, len(data) - 600, len(data) + 4096):  # in a header, in a layer, at the end, past it
+        partial = tmp_path / "image.tar.partial"
+        partial.write_bytes(data[:cut] + (b"\x07" * 4096 if cut > len(data) else b""))
+        dest = tmp_path / f"resumed-{cut}.tar"
+        written = streamed_tar(built, dest, "acme/app:1.0", partial=partial)
+        assert dest.read_bytes() == data and not partial.exists()
+        assert sum(written) <= max(0, len(data) - cut)  # what was there was kept
+        if cut == 2_000_000:
+            assert 0 < sum(written) < biggest  # the layer went on from where it was cut
+    # Another image's partial file (another name in index.json): kept up to the first difference only.
+    partial = tmp_path / "image.tar.partial"
+    partial.write_bytes(data)
+    streamed_tar(built, tmp_path / "other.tar", "acme/other:1.0", partial=partial)
+    assert (tmp_path / "other.tar").read_bytes() == streamed_tar_bytes(built, tmp_path, "acme/other:1.0")
+
+
+def streamed_tar_bytes(built: BuiltImage, tmp_path: Path, name: str) -> bytes:
+    dest = tmp_path / "fresh.tar"
+    streamed_tar(built, dest, name)
+    return dest.read_bytes()

@@ -4,21 +4,29 @@ a tag that exists with another digest fails by default and names both digests.""
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import io
 import subprocess
+import tarfile
 
 import pytest
 import trustme
 
+from faults import FaultProxy
 from images import make_image
 from servers import Registry
 from wsm._bundle import Bundle
 from wsm._download import download
+from wsm._exceptions import CorruptBundle, DigestMismatch
 from wsm._http import TransportOptions
+from wsm._layout import blob_member, tar_members
 from wsm._model import ImageSource, Method, ResolvedImage
-from wsm._push import OnExisting, push_images
+from wsm._push import OnExisting, PushOptions, image_totals, push_images, push_release
 from wsm._reference import Reference
 from wsm._remote import Platform, RegistryClient, RegistryOptions
 from wsm._target import TargetRegistry, plan_targets
+from wsm._verify import verify
 
 USER, PASSWORD = "pusher", "s3cret"
 
@@ -185,3 +193,77 @@ def test_blobs_shared_between_images_are_mounted_not_sent_again(
     assert [job.result for job in jobs] == ["sent", "sent"]
     assert jobs[0].blobs_sent == 3 and jobs[0].blobs_mounted == 0
     assert jobs[1].blobs_sent == 0 and jobs[1].blobs_mounted == 3 and jobs[1].bytes_sent == 0
+
+
+def test_a_second_push_asks_for_each_tag_only_and_reads_no_tarball(
+    registry, plain_client, tmp_path, monkeypatch
+):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [
+        ("again/one", {"layer_sizes": (200_000, 100_000)}),
+        ("again/index", {"platforms": ("linux/amd64", "linux/arm64"), "oci": True}),
+    ])
+    with Registry(tmp_path / "target") as target, FaultProxy(target.url) as proxy:
+        options = PushOptions(registry=f"{proxy.host}/site")
+        with recorded_opens(monkeypatch) as opened_first:
+            first = push_release(bundle, options, plain_client)
+        assert [job.result for job in first.images] == ["sent", "sent"]
+        assert [path for path in opened_first if "/images/" in path]  # the recorder sees tarballs being read
+        proxy.reset_counts()
+        with recorded_opens(monkeypatch) as opened:
+            second = push_release(Bundle.open(bundle.root), options, plain_client)
+    assert [job.result for job in second.images] == ["present", "present"]
+    assert image_totals(second.images)["bytes_sent"] == 0
+    # One HEAD per image for its tag, nothing else: no blob is looked at, none is sent.
+    assert sorted((r.method, r.path.split("/manifests/")[0]) for r in proxy.records) == [
+        ("HEAD", "/v2/site/again/index"), ("HEAD", "/v2/site/again/one")]
+    # No byte of any image tarball is read (the lock, SHA256SUMS and the small files are).
+    assert opened and not [path for path in opened if "/images/" in path]
+
+
+@contextlib.contextmanager
+def recorded_opens(monkeypatch):
+    """Every file opened inside the block (by open(), io.open, pathlib and tarfile), as strings."""
+    opened: list[str] = []
+    real_open = io.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        for owner in (builtins, io):
+            patch.setattr(owner, "open", recording_open)
+        patch.setattr(tarfile, "bltn_open", recording_open)
+        yield opened
+
+
+def test_push_hashes_what_it_uploads_and_refuses_a_damaged_blob(registry, plain_client, tmp_path):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("damaged/app", {"layer_sizes": (300_000,)})])
+    entry = lock.release_images()[0]
+    layer = next(blob for blob in entry.blobs if blob.size == max(b.size for b in entry.blobs))
+    tarball = bundle.path(entry)
+    offset, _ = tar_members(tarball)[blob_member(layer.digest)]
+    with open(tarball, "r+b") as handle:  # same size, lock and SHA256SUMS untouched: only hashing can tell
+        handle.seek(offset + 1000)
+        byte = handle.read(1)
+        handle.seek(offset + 1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with Registry(tmp_path / "target") as target:
+        report = push_release(bundle, PushOptions(registry=f"{target.host}/site"), plain_client)
+        (job,) = report.images
+        assert job.result == "failed" and isinstance(job.error, DigestMismatch)
+        assert "hashes to" in str(job.error) and layer.digest in str(job.error)
+        assert not plain_client.has_blob(job.target, layer.digest)  # the registry never took it
+    with pytest.raises(CorruptBundle, match=layer.digest):
+        verify(bundle)  # the full pass names the same blob
+
+
+def test_push_refuses_a_tarball_of_another_size_before_sending_anything(registry, plain_client, tmp_path):
+    bundle, lock, built = bundle_of(registry, tmp_path, plain_client, [("resized/app", {})])
+    tarball = bundle.path(lock.release_images()[0])
+    with open(tarball, "ab") as handle:
+        handle.write(b"\0" * 512)
+    with Registry(tmp_path / "target") as target, FaultProxy(target.url) as proxy:
+        with pytest.raises(CorruptBundle, match=rf"{tarball.name}: {tarball.stat().st_size} bytes, the lock says"):
+            push_release(bundle, PushOptions(registry=f"{proxy.host}/site"), plain_client)
+        assert proxy.records == []  # checked before the first request

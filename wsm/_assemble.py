@@ -1,19 +1,21 @@
 """From a plan and its blobs to an image tarball in the bundle, and the lock entry that records it.
 
 The tarball is written while its blobs are still arriving: manifests first (they are in memory), then each
-config and layer as soon as the blob store has it, so copying overlaps fetching. `wsm._layout` writes the
+config and layer, downloaded straight into its place (each byte written once), or copied in from the blob
+store for a blob that several images of the run share. `wsm._layout` writes the
 file (`.partial`, fsync, rename); only a tarball complete under its final name gets a lock entry.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._format import utc_now
-from ._layout import FileDigest, TarBlob, write_image_tar
+from ._exceptions import BundleError
+from ._layout import FileDigest, ImageTarWriter, TarBlob, TarMember
 from ._lock import BundleImage
 from ._model import ResolvedImage
 from ._plan import ImagePlan
@@ -28,38 +30,41 @@ class Tarball:
     platforms: dict[str, Platform]  # the platform of each kept image manifest, by digest, where known
 
 
-def write_tarball(dest: Path, resolved: ResolvedImage, plan: ImagePlan, blobs: Iterable[Path]) -> Tarball:
-    """Write `plan`'s tarball to `dest`; `blobs` yields the file of each of `plan.fetch`, in order, as it
-    arrives (it may block). The configs are read for the platforms while they are still there."""
-    paths: dict[str, Path] = {}
+Fill = Callable[[TarMember], None]  # writes one blob's bytes into its place in the tarball (a download)
 
-    def arriving() -> Iterator[TarBlob]:
+
+def write_tarball(
+    dest: Path, resolved: ResolvedImage, plan: ImagePlan, blobs: Iterable[Path | Fill], partial: Path | None = None
+) -> Tarball:
+    """Write `plan`'s tarball to `dest`; `blobs` yields, for each of `plan.fetch` in order, either its verified
+    file (copied in) or a `Fill` that downloads it straight into its place (it may block).
+
+    With `partial`, the tarball is written there and continued from what an earlier run left in it; it stays
+    when writing fails, for the next run. The configs are read back from the tarball for the platforms."""
+    with ImageTarWriter(dest, reference=resolved.reference, top=plan.top.to_dict(),
+                        image_manifest=plan.docker_manifest().document, partial=partial,
+                        resume=partial is not None) as writer:
         for document in plan.documents:
-            yield TarBlob(document.digest, len(document.raw), data=document.raw)
-        for descriptor, path in zip(plan.fetch, blobs):
-            paths[descriptor.digest] = path
-            yield TarBlob(descriptor.digest, descriptor.size, path)
-
-    written = write_image_tar(
-        dest,
-        reference=resolved.reference,
-        top=plan.top.to_dict(),
-        image_manifest=plan.docker_manifest().document,
-        blobs=arriving(),
-    )
-    return Tarball(written, _platforms(plan, paths))
+            writer.add(TarBlob(document.digest, len(document.raw), data=document.raw))
+        for descriptor, source in zip(plan.fetch, blobs):
+            if isinstance(source, Path):
+                writer.add(TarBlob(descriptor.digest, descriptor.size, source))
+            else:
+                writer.add_streamed(descriptor.digest, descriptor.size, source)
+        platforms = _platforms(plan, writer.read_member)
+        return Tarball(writer.commit(), platforms)
 
 
-def _platforms(plan: ImagePlan, paths: dict[str, Path]) -> dict[str, Platform]:
+def _platforms(plan: ImagePlan, read_blob: Callable[[str], bytes]) -> dict[str, Platform]:
     """Platform of each kept image manifest: from its index entry, else from the image's config."""
     found: dict[str, Platform] = {}
     for manifest in plan.image_manifests():
         platform = plan.entry_platforms.get(manifest.digest)
         if platform is None:
             try:
-                config = json.loads(paths[manifest.config().digest].read_bytes())
+                config = json.loads(read_blob(manifest.config().digest))
                 platform = Platform.from_dict(config)
-            except (ValueError, OSError, KeyError, AttributeError):
+            except (ValueError, OSError, KeyError, AttributeError, BundleError):
                 platform = None
         if platform is not None:
             found[manifest.digest] = platform

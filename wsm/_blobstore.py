@@ -1,7 +1,9 @@
-"""The download's blob store: configs and layers under `.wsm-partial/blobs/<hex>`, on their way into tarballs.
+"""The download's blob store: how each config and layer gets into its tarball.
 
-- Each blob is fetched at most once per run, however many images share it: the first image to ask starts
-  the transfer, the others wait for the same future.
+- A blob only one image of the run uses is downloaded straight into its place in that image's tarball
+  (`filler`): each byte is written once, and a killed run's partial tarball is continued.
+- A blob several images share is fetched at most once per run into `.wsm-partial/blobs/<hex>` (`get`) and
+  copied into each tarball: the first image to ask starts the transfer, the others wait for the same future.
 - A blob downloads into `<hex>.partial` and continues from there (HTTP Range) after an interruption; a
   complete `<hex>` left by an earlier run is hashed again before it is trusted.
 - Images say up front which blobs they will use (`need`) and give them back once their tarball is written
@@ -22,7 +24,7 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 
 from ._files import partial_path
-from ._layout import hash_file
+from ._layout import TarMember, hash_file
 from ._progress import Progress
 from ._reference import Reference
 from ._remote import Descriptor, RegistryClient
@@ -65,6 +67,22 @@ class BlobStore:
                 first = self._users[descriptor.digest] == 1
             if first and not self.path(descriptor.digest).exists():
                 self.progress.expect(descriptor.size)
+
+    def shared(self, descriptor: Descriptor) -> bool:
+        """Several images of this run use the blob (see `need`)."""
+        with self._lock:
+            return self._users[descriptor.digest] > 1
+
+    def filler(self, reference: Reference, descriptor: Descriptor) -> Callable[[TarMember], None]:
+        """What downloads the blob from `reference`'s repository straight into its tarball member."""
+
+        def fill(member: TarMember) -> None:
+            if self.stop.is_set():
+                raise Stopped()
+            progress = self._counter(descriptor.digest, member.stored())
+            self.client.fetch_blob(reference, descriptor, member, progress=progress)
+
+        return fill
 
     def get(self, reference: Reference, descriptor: Descriptor) -> Future[Path]:
         """The blob's file once it is complete and verified; fetched from `reference`'s repository if need be."""

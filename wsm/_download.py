@@ -4,11 +4,11 @@ This module runs the steps; each step's idea lives in its own module:
 1. plan (`_plan`): for every image, resolve its top manifest, pick the platforms, fetch the platform
    manifests, and list every blob it needs (images already complete in the bundle at the same upstream
    digest are skipped);
-2. fetch (`_blobstore`): blobs stream into `.wsm-partial/blobs/<hex>.partial` on a bounded pool, each fetched
-   once per run however many images share it, resuming from what an interrupted run left (Range requests);
-3. assemble (`_assemble`): as soon as an image's blobs arrive, its tarball is written (`.partial`, fsync,
-   rename) and the lock file is rewritten, so a run killed at any moment leaves only complete, recorded
-   tarballs.
+2. fetch and assemble (`_blobstore`, `_assemble`): each image's tarball is written in
+   `.wsm-partial/images/<name>.tar.partial`, its blobs downloaded straight into their place in it (a blob
+   several images share is fetched once into `.wsm-partial/blobs/` and copied in), resuming from what an
+   interrupted run left (the partial tarball, Range requests); then fsync, rename into `images/`, and the
+   lock file is rewritten, so a run killed at any moment leaves only complete, recorded tarballs.
 
 A single image that fails (unknown tag, missing platform, a registry error) does not stop the others; it is
 reported. A bundle-level problem (disk full, the bundle not writable) stops the run with one clear line.
@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._assemble import bundle_image, write_tarball
+from ._assemble import Fill, bundle_image, write_tarball
 from ._blobstore import BlobStore, Stopped
 from ._bundle import BundleDir, assign_names, chart_stem, image_stem, root_digest, write_checksums
 from ._exceptions import BundleError, Hint, StorageError, WsmError
@@ -385,7 +385,9 @@ class _Run:
         try:
             if self.stop.is_set():
                 raise Stopped()
-            blobs = [store.get(job.reference, descriptor) for descriptor in job.plan.fetch]
+            # Shared blobs start at once on the blob pool; the others are downloaded as the tarball reaches them.
+            blobs = [store.get(job.reference, d) if store.shared(d) else store.filler(job.reference, d)
+                     for d in job.plan.fetch]
             result = self._write(job, blobs, store, result)
         except Stopped:
             result.reason = "stopped"
@@ -411,15 +413,18 @@ class _Run:
         self.fatal = self.fatal or error
         self.stop.set()
 
-    def _write(self, job: _Job, blobs: list[Future[Path]], store: BlobStore, result: ImageResult) -> ImageResult:
-        def arriving() -> Iterator[Path]:
-            for future in blobs:
-                path = future.result()
+    def _write(self, job: _Job, blobs: list[Future[Path] | Fill], store: BlobStore, result: ImageResult) -> ImageResult:
+        def arriving() -> Iterator[Path | Fill]:
+            for blob in blobs:
+                source = blob.result() if isinstance(blob, Future) else blob
                 if self.stop.is_set():
                     raise Stopped()
-                yield path
+                yield source
 
-        tarball = write_tarball(self.bundle.root / job.file, job.resolved, job.plan, arriving())
+        dest = self.bundle.root / job.file
+        partial = self.bundle.work / "images" / partial_path(dest).name
+        partial.parent.mkdir(exist_ok=True)
+        tarball = write_tarball(dest, job.resolved, job.plan, arriving(), partial=partial)
         entry = bundle_image(job.resolved, job.plan, job.file, tarball, self.platforms)
         self._record(entry)
         store.release(job.plan.fetch)

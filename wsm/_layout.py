@@ -13,9 +13,11 @@ Members (order is free for every reader; this is the order we write):
 Several platforms are nested (index.json -> one index blob -> platform manifests): a flat index.json with
 two images makes skopeo refuse the archive ("more than one image").
 
-Writing streams: headers are made by `tarfile`, blob bytes are copied by the kernel (`copy_file_range`, else
-`sendfile`, else a buffered copy) and hashed as they pass, so memory does not grow with blob size and the
-tar's sha256 comes out of the same pass. Reading for verification is one sequential pass too.
+Writing streams: headers are made by `tarfile`; a downloading blob is written straight into its member
+(`add_streamed`: the header needs only the size), a blob already in a file is copied by the kernel
+(`copy_file_range`, else `sendfile`, else a buffered copy); either way the bytes are hashed as they pass, so
+memory does not grow with blob size and the tar's sha256 comes out of the same pass. A partial tarball left
+by a killed run can be continued (`resume`). Reading for verification is one sequential pass too.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import BundleError, TarballError
+from ._exceptions import BundleError, StorageError, TarballError
 from ._files import partial_path
 from ._reference import Reference
 
@@ -41,6 +44,8 @@ REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 BLOBS_DIR = "blobs/sha256/"
 CHUNK = 1024 * 1024  # hashing reads; large sequential reads of page-cached data are the cheapest here
+_BATCH = 1024 * 1024  # downloaded bytes handed to a tarball's writing thread at a time
+_WRITEBACK = 8 * 1024 * 1024  # downloaded bytes after which their writeback to the disk is started
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_JSON_MEMBER = 16 * 1024 * 1024  # index.json / manifest.json larger than this are not ours
 
@@ -124,11 +129,19 @@ def write_image_tar(
 
 class ImageTarWriter:
     """One image tarball being written: `add` blobs, then `commit`; leaving the `with` block without
-    committing (an exception) deletes the partial file."""
+    committing (an exception) deletes the partial file, unless it was opened to `resume`.
 
-    def __init__(self, dest: Path, *, reference: Reference, top: dict[str, Any], image_manifest: dict[str, Any]):
+    With `resume`, the partial file an earlier (killed) run left is continued: everything written is first
+    compared with what is already there (headers and manifests are deterministic), and kept while it matches;
+    the file is cut at the first difference. Blob bytes from the network are not compared but hashed again
+    (`add_streamed`), and a download continues after them.
+    """
+
+    def __init__(self, dest: Path, *, reference: Reference, top: dict[str, Any], image_manifest: dict[str, Any],
+                 partial: Path | None = None, resume: bool = False):
         self.dest = dest
-        self._tar = _TarWriter(partial_path(dest))
+        self._tar = _TarWriter(partial or partial_path(dest), resume)
+        self._resume = resume
         self._seen: set[str] = set()
         self._committed = False
         try:
@@ -152,6 +165,18 @@ class ImageTarWriter:
         else:
             raise ValueError(f"TarBlob {blob.digest} has neither a path nor data")  # a bug of the caller
 
+    def add_streamed(self, digest: str, size: int, fill: Callable[[TarMember], None]) -> None:
+        """Add a blob whose bytes `fill` writes (a download): the header needs only the size, so each byte is
+        written once, straight into its place; `fill` must write exactly `size` bytes."""
+        if digest in self._seen:
+            return
+        self._seen.add(digest)
+        self._tar.add_streamed(blob_member(digest), size, fill)
+
+    def read_member(self, digest: str, limit: int = _MAX_JSON_MEMBER) -> bytes:
+        """A blob written so far (a config, to read its platform), at most `limit` bytes of it."""
+        return self._tar.read_member(blob_member(digest), limit)
+
     def commit(self) -> FileDigest:
         result = self._tar.finish()
         os.replace(self._tar.path, self.dest)
@@ -162,27 +187,82 @@ class ImageTarWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._committed:
+        if self._committed:
+            return
+        if self._resume:
+            self._tar.close()  # kept for the next run to continue
+        else:
             self._tar.abort()
 
 
 class _TarWriter:
-    """A plain (uncompressed) tar written with raw fds so that blob bytes can be copied by the kernel."""
+    """A plain (uncompressed) tar written with raw fds so that blob bytes can be copied by the kernel.
 
-    def __init__(self, path: Path):
+    `existing` bytes at the start of the file are from an earlier run (`resume`): what is written over them
+    is compared with them first and only hashed while it matches.
+    """
+
+    def __init__(self, path: Path, resume: bool = False):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC)
+        self.fd = os.open(path, flags, 0o644)
+        self.existing = os.fstat(self.fd).st_size
         self.hasher = hashlib.sha256()
         self.size = 0
+        self.members: dict[str, tuple[int, int]] = {}  # name -> (data offset, size)
+        self._written_back = 0  # where the last `_start_writeback` ended
         self._buffer = bytearray(CHUNK)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
+        if self.size < self.existing:
+            view = self._keep_matching(view)
         while view:
-            written = os.write(self.fd, view)
+            written = os.pwrite(self.fd, view, self.size)
+            self.hasher.update(view[:written])
+            self.size += written
             view = view[written:]
-        self.hasher.update(data)
-        self.size += len(data)
+
+    def _keep_matching(self, view: memoryview) -> memoryview:
+        """Take the part of `view` the file already holds if it is the same; cut the file where it is not.
+        Returns what is still to be written."""
+        overlap = min(len(view), self.existing - self.size)
+        if os.pread(self.fd, overlap, self.size) != view[:overlap]:
+            self.cut(self.size)
+            return view
+        self.hasher.update(view[:overlap])
+        self.size += overlap
+        return view[overlap:]
+
+    def append(self, chunks: list[bytes]) -> None:
+        """Bytes for the end of the file: hashed, then written in one system call where the kernel takes it."""
+        if self.size < self.existing:  # over what an earlier run left: compared first
+            for chunk in chunks:
+                self._write(chunk)
+            return
+        for chunk in chunks:
+            self.hasher.update(chunk)
+        total = sum(len(chunk) for chunk in chunks)
+        written = os.pwritev(self.fd, chunks, self.size) if hasattr(os, "pwritev") else 0
+        if written < total:
+            rest = memoryview(b"".join(chunks))[written:]
+            while rest:
+                rest = rest[os.pwrite(self.fd, rest, self.size + total - len(rest)) :]
+        self.size += total
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Have the kernel start writing what is there to the disk now, not all at the closing fsync: the disk
+        works while the network does, and the page cache holds little of a large layer (Linux starts the
+        writeback of dirty pages on DONTNEED, without waiting, and drops the pages already written)."""
+        if self.size - self._written_back >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self._written_back, self.size - self._written_back, os.POSIX_FADV_DONTNEED)
+            self._written_back = self.size
+
+    def cut(self, position: int) -> None:
+        """Drop everything from `position` on (nothing from there was hashed yet)."""
+        os.ftruncate(self.fd, position)
+        self.existing = min(self.existing, position)
 
     def _header(self, name: str, size: int, kind: bytes = tarfile.REGTYPE) -> None:
         info = tarfile.TarInfo(name)
@@ -202,20 +282,43 @@ class _TarWriter:
 
     def add_bytes(self, name: str, data: bytes) -> None:
         self._header(name, len(data))
+        self.members[name] = (self.size, len(data))
         self._write(data)
         self._pad(len(data))
 
+    def add_streamed(self, name: str, size: int, fill: Callable[[TarMember], None]) -> None:
+        self._header(name, size)
+        self.members[name] = (self.size, size)
+        member = TarMember(self, name, size)
+        try:
+            fill(member)
+        finally:
+            member.close()  # every byte received is written before the size is checked or the run stops
+        if self.size != member.start + size:
+            raise BundleError(f"blob {name}: {self.size - member.start} bytes written, the manifest says {size}")
+        self._pad(size)
+
     def add_file(self, name: str, source: Path, size: int) -> None:
         self._header(name, size)
+        self.members[name] = (self.size, size)
+        if self.size < self.existing:
+            self.cut(self.size)  # copied by the kernel, so not compared: written again
         with open(source, "rb") as handle:
             actual = os.fstat(handle.fileno()).st_size
             if actual != size:
                 raise BundleError(f"blob {source.name}: {actual} bytes on disk, the manifest says {size}")
             self._hash_source(handle, size)
             handle.seek(0)
+            os.lseek(self.fd, self.size, os.SEEK_SET)
             _copy_fd(handle.fileno(), self.fd, size)
         self.size += size
         self._pad(size)
+
+    def read_member(self, name: str, limit: int) -> bytes:
+        offset, size = self.members[name]
+        if size > limit:
+            raise BundleError(f"{name}: {size} bytes, more than the {limit} a config may have")
+        return os.pread(self.fd, size, offset)
 
     def _hash_source(self, handle: io.BufferedReader, size: int) -> None:
         # The kernel copies the bytes; we read them once more (from the page cache) to hash the tar.
@@ -230,17 +333,106 @@ class _TarWriter:
 
     def finish(self) -> FileDigest:
         self._write(bytes(2 * _BLOCK))  # end-of-archive marker
+        if self.existing > self.size:
+            self.cut(self.size)  # an earlier run's file was longer
         # fsync before the rename: a tarball that exists under its final name must be on the disk.
         os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
         return FileDigest(self.size, self.hasher.hexdigest())
 
-    def abort(self) -> None:
+    def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def abort(self) -> None:
+        self.close()
         self.path.unlink(missing_ok=True)
+
+
+class TarMember:
+    """The data of one tar member, written by a download (a `BlobStorage` for `RegistryClient.fetch_blob`).
+
+    What an earlier run left of it is handed back to be hashed again (`read_stored`); starting over cuts the
+    file at the member's first byte and takes the tarball's hash back to that point. Arriving bytes are
+    handed to a writing thread in 1 MiB batches, which hashes them for the tarball and writes them while the
+    download's thread receives the next batch and hashes it for the blob (hashlib and the system calls
+    release the GIL): at most two batches wait in memory.
+    """
+
+    def __init__(self, tar: _TarWriter, name: str, size: int):
+        self.name = f"{tar.path.name} ({name})"
+        self._tar = tar
+        self._size = size
+        self.start = tar.size
+        self._hash_at_start = tar.hasher.copy()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._writing: Future[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+
+    def stored(self) -> int:
+        return max(0, min(self._size, self._tar.existing - self.start))
+
+    def read_stored(self) -> Iterator[bytes]:
+        tar, end = self._tar, self.start + self.stored()
+        while tar.size < end:
+            block = os.pread(tar.fd, min(CHUNK, end - tar.size), tar.size)
+            if not block:
+                raise BundleError(f"{self.name}: shorter than it was a moment ago")
+            tar.hasher.update(block)
+            tar.size += len(block)
+            yield block
+
+    def write(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= _BATCH:
+            self._wait()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="wsm-tar")
+            self._writing = self._writer.submit(self._append, self._take_pending())
+
+    def truncate(self) -> None:
+        self._take_pending()
+        try:
+            self._wait()
+        except StorageError:
+            pass  # those bytes are being dropped anyway
+        self._tar.cut(self.start)
+        self._tar.size = self.start
+        self._tar.hasher = self._hash_at_start.copy()
+
+    def discard(self) -> None:
+        self.truncate()
+
+    def close(self) -> None:
+        """Everything received is hashed and written once this returns (a write error is raised here)."""
+        try:
+            self._wait()
+            if self._pending:
+                self._append(self._take_pending())
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def _take_pending(self) -> list[bytes]:
+        batch, self._pending, self._pending_size = self._pending, [], 0
+        return batch
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _append(self, batch: list[bytes]) -> None:
+        try:
+            self._tar.append(batch)
+        except OSError as error:
+            raise StorageError(f"cannot write {self._tar.path}: {error.strerror or error}; free some space",
+                               path=self._tar.path, errno=error.errno) from None
 
 
 def _copy_fd(source: int, dest: int, size: int) -> None:

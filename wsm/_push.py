@@ -43,7 +43,7 @@ from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
 from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
-from ._verify import verify
+from ._verify import check_before_push
 
 RUNBOOK_FILE = "RUNBOOK.md"
 Describe = Callable[[WsmError], str]
@@ -131,7 +131,7 @@ def push_images(
     def one(entry: BundleImage) -> ImagePush:
         job = ImagePush(entry.reference, targets[entry.reference], entry.top.digest)
         try:
-            pusher.push(_Tarball(bundle.path(entry)), entry, job)
+            pusher.push(bundle.path(entry), entry, job)
         except WsmError as error:
             job.result, job.error = PushResult.FAILED, error
         return job
@@ -162,6 +162,8 @@ class _Tarball:
         return FileSegment(self.path, offset, size)
 
     def manifest(self, descriptor: Descriptor) -> Manifest:
+        """A manifest or index of the tarball, checked against its digest (push reads no blob twice, and
+        these are read before any blob is sent)."""
         segment = self.segment(descriptor)
         with open(self.path, "rb") as handle:
             handle.seek(segment.offset)
@@ -181,12 +183,14 @@ class _ImagePusher:
     progress: Progress
     mounts: _Mounts = field(default_factory=_Mounts)
 
-    def push(self, tarball: _Tarball, entry: BundleImage, job: ImagePush) -> None:
+    def push(self, path: Path, entry: BundleImage, job: ImagePush) -> None:
         target = job.target
+        # The tag first: an image already there at the same digest costs one HEAD, and its tarball is not opened.
         tag = self._tag_plan(target, entry.top, job)
         if tag is None:
             self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
+        tarball = _Tarball(path)
         top_manifest = tarball.manifest(entry.top)
         children = [tarball.manifest(child) for child in top_manifest.children()]
         for manifest in children + [top_manifest]:  # an index only after every manifest it names
@@ -218,7 +222,9 @@ class _ImagePusher:
         )
         if self.on_existing is OnExisting.SKIP:
             job.result, job.error = PushResult.SKIPPED, conflict
-            return False
+            # Pushed by digest on an earlier run: nothing to send, and the tarball stays unopened.
+            there = self.client.head_manifest(target.with_tag(None).with_digest(top.digest))
+            return None if there is not None and there.digest == top.digest else False
         raise conflict
 
     def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
@@ -232,7 +238,7 @@ class _ImagePusher:
             job.blobs_mounted += 1
             self.progress.advance(blob.size)
         else:
-            self.client.push_blob(target, blob, tarball.segment(blob), self.progress.advance)
+            self.client.push_blob(target, blob, tarball.segment(blob), self.progress.advance, known_missing=True)
             job.blobs_sent += 1
             job.bytes_sent += blob.size
         self.mounts.record(blob.digest, target.repository)
@@ -332,10 +338,14 @@ def push_release(
     bundle: Bundle, options: PushOptions, client: RegistryClient, *,
     progress: Progress = NO_PROGRESS, transport: TransportOptions | None = None,
 ) -> PushReport:
-    """Verify the bundle, push its images and charts, write values, custom resources and the runbook."""
+    """Check the bundle, push its images and charts, write values, custom resources and the runbook.
+
+    The check up front covers the lock, SHA256SUMS and every file but the image tarballs (their sizes only);
+    a tarball's blobs are hashed as they are read for upload, its manifests when read (`wsm verify` is the
+    full pass)."""
     if options.pull_secret is not None:
         validate_secret_name(options.pull_secret)
-    verify(bundle)
+    check_before_push(bundle)
     release = bundle.release
     registry = TargetRegistry.parse(options.registry)
     mapping = load_mapping(options.mapping) if options.mapping else None

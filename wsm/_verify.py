@@ -71,14 +71,7 @@ def verify(
     Raises DigestMismatch naming both root digests; CorruptBundle (with `.report`) naming the first broken or
     missing file; BundleError when the last download left images or charts out, unless `allow_incomplete`.
     """
-    data = read_checksums_file(bundle.dir.sums_path)
-    report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
-    if expect is not None:
-        _check_root(report, expect)
-    sums = parse_checksums(data, bundle.dir.sums_path)
-    present = set(bundle.dir.files())
-    report.missing = [name for name in sums if name not in present]
-    report.unlisted = sorted(present - set(sums))
+    sums, present, report = _start(bundle, expect)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
     progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
@@ -90,6 +83,54 @@ def verify(
     report.problems.sort(key=lambda problem: order.get(problem.file, len(order)))
     _raise_for(report, allow_incomplete)
     return report
+
+
+def check_before_push(bundle: Bundle) -> VerifyReport:
+    """What push checks before it sends anything, without reading the image tarballs' blobs: every file
+    SHA256SUMS lists is there and regular, every file but the image tarballs (the lock, charts, the rest) is
+    re-hashed, and each tarball has the size the lock records, under the sha256 SHA256SUMS and the lock agree
+    on. Push itself hashes every blob it uploads and every manifest it reads; `verify` is the full pass.
+
+    Raises as `verify` does (CorruptBundle naming the first problem; BundleError for an incomplete bundle).
+    """
+    sums, present, report = _start(bundle)
+    report.problems += _unlisted_lock_entries(bundle, sums)
+    images = {entry.file: entry for entry in bundle.lock.images.values()}
+    for name, check in _file_checks(bundle, sums, present).items():
+        image = images.get(name)
+        if image is None:
+            _merge(report, check(NO_PROGRESS.advance))
+        else:
+            _merge(report, _check_size(bundle.root / name, name, sums[name], image))
+    _raise_for(report, allow_incomplete=False)
+    return report
+
+
+def _start(bundle: Bundle, expect: str | None = None) -> tuple[dict[str, str], set[str], VerifyReport]:
+    """SHA256SUMS, the files present, and a report with the root digest (compared with `expect` first) and
+    what is missing and unlisted."""
+    data = read_checksums_file(bundle.dir.sums_path)
+    report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
+    if expect is not None:
+        _check_root(report, expect)
+    sums = parse_checksums(data, bundle.dir.sums_path)
+    present = set(bundle.dir.files())
+    report.missing = [name for name in sums if name not in present]
+    report.unlisted = sorted(present - set(sums))
+    return sums, present, report
+
+
+def _check_size(path: Path, name: str, expected: str, image: BundleImage) -> _Outcome:
+    """An image tarball, by what can be known without reading it."""
+    outcome = _Outcome(image=True)
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode):
+        outcome.problems.append(Problem(name, "is not a regular file (a link, a FIFO or a device); copy the real file"))
+    elif status.st_size != image.file_size:
+        outcome.problems.append(Problem(name, f"{status.st_size} bytes, the lock says {image.file_size}"))
+    elif expected != image.file_sha256:
+        outcome.problems.append(Problem(name, f"SHA256SUMS says {expected}, the lock says {image.file_sha256}"))
+    return outcome
 
 
 _ROOT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

@@ -29,7 +29,7 @@ from .._http import (
 )
 from .._reference import DOCKER_HUB, Reference
 from ._auth import Authenticator, merge_scopes, repository_scope
-from ._blobs import PartialDownload, Progress, Source, UploadSource
+from ._blobs import CHUNK, BlobStorage, PartialDownload, PartialFile, Progress, Source, UploadSource
 from ._credentials import CredentialStore, normalize_host
 from ._types import (
     ALL_MANIFEST_TYPES,
@@ -220,28 +220,35 @@ class RegistryClient:
 
     # -- blobs -------------------------------------------------------------------------------------------
 
-    def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path, progress: Progress | None = None) -> None:
-        """Download a blob into `dest` (a `.partial` path), resuming what `dest` already holds; verified.
+    def fetch_blob(
+        self, ref: Reference, descriptor: Descriptor, dest: Path | BlobStorage, progress: Progress | None = None
+    ) -> None:
+        """Download a blob into `dest` (a `.partial` path, or a `BlobStorage` such as a tarball member),
+        resuming what `dest` already holds; verified.
 
-        On a digest mismatch `dest` is deleted and `DigestMismatch` raised. `progress(n)` hears bytes as they
+        On a digest mismatch what `dest` holds is dropped and `DigestMismatch` raised. `progress(n)` hears bytes as they
         land in `dest` (a resumed prefix included); when the download has to start over it hears a negative n.
         """
         target = self._pull_target(ref)
         what = target.what(f"blob {descriptor.digest} of {target.label}")
-        partial = PartialDownload(dest, descriptor, progress)
-        partial.load_prefix()
-        rounds = 0
-        while not partial.complete:
-            start = partial.offset
-            try:
-                with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
-            except RegistryError:
-                # A link that keeps dropping but moves data along gets a fresh retry budget: a large layer
-                # over a flaky proxy should finish, not fail after a fixed number of cuts.
-                rounds += 1
-                if partial.offset <= start or rounds >= _MAX_RETRY_ROUNDS:
-                    raise  # `dest` keeps what arrived: the next run resumes from there
-        partial.finish(what)
+        storage = PartialFile(dest) if isinstance(dest, Path) else dest
+        try:
+            partial = PartialDownload(storage, descriptor, progress)
+            partial.load_prefix()
+            rounds = 0
+            while not partial.complete:
+                start = partial.offset
+                try:
+                    with_retries(self._transport, what, lambda: self._download(target, descriptor, partial, what))
+                except RegistryError:
+                    # A link that keeps dropping but moves data along gets a fresh retry budget: a large layer
+                    # over a flaky proxy should finish, not fail after a fixed number of cuts.
+                    rounds += 1
+                    if partial.offset <= start or rounds >= _MAX_RETRY_ROUNDS:
+                        raise  # `dest` keeps what arrived: the next run resumes from there
+            partial.finish(what)
+        finally:
+            storage.close()
 
     def _download(self, target: _Target, descriptor: Descriptor, partial: PartialDownload, what: str) -> None:
         response = self._blob_response(target, descriptor, partial, what)
@@ -327,14 +334,17 @@ class RegistryClient:
         return with_retries(self._transport, what, attempt)
 
     def push_blob(
-        self, ref: Reference, descriptor: Descriptor, source: Source, progress: Progress | None = None
+        self, ref: Reference, descriptor: Descriptor, source: Source, progress: Progress | None = None,
+        known_missing: bool = False,
     ) -> None:
-        """Upload a blob from a file or bytes unless the repository has it; `progress` hears bytes sent."""
+        """Upload a blob from a file or bytes unless the repository has it (`known_missing`: the caller just
+        asked); `progress` hears bytes sent. The bytes are hashed as they are read: a source that does not
+        hash to the digest fails the upload (`DigestMismatch`) before the registry can accept it."""
         target = self._push_target(ref)
         scopes = _push(target)
         what = target.what(f"upload of blob {descriptor.digest} to {target.repository}")
         upload = UploadSource(source, descriptor, progress)
-        if self._has_blob(target, descriptor.digest, scopes):
+        if not known_missing and self._has_blob(target, descriptor.digest, scopes):
             upload.progress(descriptor.size)
             return
 
