@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-STUBBED = ("helm", "kubectl", "wsm")
+STUBBED = ("helm", "kubectl", "wsm", "python3")  # python3: the bundle's own tool runs as `python3 ./bundle/tools/wsm.pyz`
 _STUB = """#!{python}
 import json, os, sys
 with open(os.environ["STUB_LOG"], "a") as log:
@@ -16,12 +16,12 @@ with open(os.environ["STUB_LOG"], "a") as log:
 """
 
 
-def command_lines(runbook: str) -> list[str]:
-    """Every line inside the runbook's ```sh blocks."""
+def command_lines(runbook: str, languages: tuple[str, ...] = ("sh",)) -> list[str]:
+    """Every line inside the runbook's code blocks of `languages` (```sh blocks by default)."""
     lines, inside = [], False
     for line in runbook.splitlines():
         if line.startswith("```"):
-            inside = line == "```sh"
+            inside = line[3:] in languages
         elif inside and line.strip():
             lines.append(line)
     return lines

@@ -64,6 +64,10 @@ def test_the_tool_is_in_the_lock_and_in_sha256sums(release):
     assert f"{lock['tool']['sha256']}  {TOOL}\n" in (bundle / "SHA256SUMS").read_text()
     checked = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Executable, for the runbook's helm --post-renderer ./bundle/tools/wsm.pyz: the mode is in no digest.
+    assert (bundle / TOOL).stat().st_mode & 0o777 == 0o755 and data.startswith(b"#!/usr/bin/env python3\n")
+    verified = wsm("verify", str(bundle))
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_the_tool_is_python_source_only(release):
@@ -131,7 +135,7 @@ def test_every_download_writes_the_same_tool_also_from_the_tool_itself(release, 
     again = tmp_path / "again"
     result = wsm("download", "--chart", str(release["archive"]), "--bundle", str(again), "--plain-http", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (again / TOOL).read_bytes() == expected
+    assert (again / TOOL).read_bytes() == expected and (again / TOOL).stat().st_mode & 0o777 == 0o755
 
     if not DEBIAN_PYTHON.exists():
         pytest.skip("no Debian python3 here")

@@ -40,7 +40,7 @@ from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
 from ._reference import Reference
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
-from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook
+from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook, tool_program
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
 from ._verify import check_before_push
@@ -392,7 +392,7 @@ def push_release(
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
                              check=_check_command(bundle, options, transport), pull_secret=secret_steps,
-                             repinned=repinned(entries, targets), nodes=nodes)
+                             repinned=repinned(entries, targets), nodes=nodes, tool=_tool_file(bundle))
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten + recorded
     return report
@@ -464,7 +464,13 @@ def _check_command(bundle: Bundle, options: PushOptions, transport: TransportOpt
     repo = options.helm_repo
     return CheckCommand(bundle.root.name, options.registry, strip_userinfo(repo) if repo else None, ca_file,
                         transport.insecure, transport.plain_http,
-                        options.repo_auth.username or (url_username(repo) if repo else None))
+                        options.repo_auth.username or (url_username(repo) if repo else None),
+                        tool_program(bundle.root, _tool_file(bundle)))
+
+
+def _tool_file(bundle: Bundle) -> str | None:
+    """The bundle's own wsm (its path in the bundle), for the runbook's commands; None in older bundles."""
+    return bundle.lock.tool.file if bundle.lock.tool is not None else None
 
 
 def _namespaces(release: ReleaseManifest) -> tuple[str, ...]:

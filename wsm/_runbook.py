@@ -17,6 +17,7 @@ from ._manifest import ChartEntry, ReleaseManifest
 from ._nodefiles import NODE_FILES_DIR, NodeFiles, on_node
 
 REPO_ALIAS = "internal"
+TOOL_INTERPRETER = "python3"
 # Variables the runbook's commands use: the password lives in one only between a prompt and a pipe.
 PASSWORD_VARIABLE = "WSM_PASSWORD"
 PULL_USER, PULL_PASSWORD, PULL_AUTH = "WSM_PULL_USER", "WSM_PULL_PASSWORD", "WSM_PULL_AUTH"
@@ -34,9 +35,10 @@ class CheckCommand:
     insecure: bool = False
     plain_http: bool = False
     username: str | None = None
+    program: tuple[str, ...] = ("wsm",)  # how the offline side runs wsm: `python3 ./bundle/tools/wsm.pyz`
 
     def lines(self) -> list[str]:
-        argv = ["wsm", "check", "--bundle", self.bundle, "--registry", self.registry]
+        argv = [*self.program, "check", "--bundle", self.bundle, "--registry", self.registry]
         argv += ["--helm-repo", self.helm_repo] if self.helm_repo else []
         argv += ["--ca-file", self.ca_file] if self.ca_file else []
         argv += ["--insecure"] * self.insecure + ["--plain-http"] * self.plain_http
@@ -124,9 +126,11 @@ def runbook(
     pull_secret: PullSecretSteps | None = None,
     repinned: Sequence[tuple[str, str]] = (),
     nodes: NodeFiles | None = None,
+    tool: str | None = None,
 ) -> str:
     """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
-    command; `root_digest` identifies the bundle this was made from."""
+    command; `root_digest` identifies the bundle this was made from; `tool` is the bundle's own wsm (its path in
+    the bundle), which the commands run where there is one: the offline machine need not have wsm on PATH."""
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
     lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
               f"Run the commands from the directory that holds `{bundle_dir.name}/`.", ""]
@@ -162,7 +166,7 @@ def runbook(
             lines += _placeholder_note(file)
             lines += ["```sh", _command("kubectl", "apply", "-f", _shown(file.path, bundle_dir)), "```", ""]
         else:
-            lines += [f"## {step}. Install {entry.name}", "", "```sh", _helm_install(entry, location, file, bundle_dir)]
+            lines += [f"## {step}. Install {entry.name}", "", "```sh", _helm_install(entry, location, file, bundle_dir, tool)]
             lines += ["```", ""]
         lines += _unredirected_note(file)
         step += 1
@@ -194,12 +198,13 @@ def _pull_secret_step(step: int, secret: PullSecretSteps) -> list[str]:
     return lines
 
 
-def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path) -> str:
+def _helm_install(entry: ChartEntry, location: ChartLocation, file: InstallFile, bundle_dir: Path,
+                  tool: str | None) -> str:
     chart = location.oci_ref if location.is_oci else f"{REPO_ALIAS}/{location.name}"
     release = entry.release or entry.name
     return _command("helm", "upgrade", "--install", release, chart, "--version", location.version,
                     "-n", entry.namespace, "--create-namespace", "-f", _shown(file.path, bundle_dir),
-                    *_post_renderer(bundle_dir))
+                    *_post_renderer(bundle_dir, tool))
 
 
 def _command(*argv: str) -> str:
@@ -225,10 +230,23 @@ def _ansi_c(character: str) -> str:
     return f"\\x{code:02x}" if code < 0x80 else f"\\U{code:08x}"  # bash: \x is a byte, \U a character
 
 
-def _post_renderer(bundle_dir: Path) -> list[str]:
+def tool_program(bundle_dir: Path, tool: str | None) -> tuple[str, ...]:
+    """The words that run wsm in the runbook: the bundle's own tool through python3 where it has one (a path
+    relative to the bundle's parent, where the commands run, starting with `./` so no name reads as an
+    option), else a `wsm` on PATH."""
+    return (TOOL_INTERPRETER, _tool_path(bundle_dir, tool)) if tool else ("wsm",)
+
+
+def _tool_path(bundle_dir: Path, tool: str) -> str:
+    return f"./{bundle_dir.name}/{tool}"
+
+
+def _post_renderer(bundle_dir: Path, tool: str | None) -> list[str]:
     """helm's options that pass the rendered manifests through `wsm rewrite` with this bundle's names:
-    images a chart hard-codes point inside too, and one the bundle lacks fails the install, naming it."""
-    words = ["--post-renderer", "wsm"]
+    images a chart hard-codes point inside too, and one the bundle lacks fails the install, naming it. helm
+    takes one executable, which it finds with Go's exec.LookPath: a path with a slash is used as it is, so the
+    bundle's tool runs directly (it is written with mode 0755 and a `#!/usr/bin/env python3` line)."""
+    words = ["--post-renderer", _tool_path(bundle_dir, tool) if tool else "wsm"]
     for arg in ("rewrite", "--bundle", bundle_dir.name):
         words += ["--post-renderer-args", arg]
     return words
