@@ -82,6 +82,13 @@ def test_list_download_verify_push_install_from_internal_sources_only(flow, push
     # Both sides proved the values by rendering them before saying done.
     assert "rendered 2 charts with the written values: 6 image references, all internal" in pushed["downloaded"]
     assert "proof: rendered 2 charts with the written values: 6 image references, all internal" in runbook
+    # ... and the runbook says so, after the root digest (which the bundle's own tool checks).
+    written = (flow.bundle / "RUNBOOK.md").read_text()
+    root = written.index("Root digest of the bundle: `sha256:")
+    assert "`python3 ./bundle/tools/wsm.pyz verify bundle --expect sha256:" in written[root:]
+    assert written.index("Rendering proof: rendered 2 charts with the written values: 6 image references, all "
+                         "internal.") > root
+    assert written.index("Rendering proof:") < written.index("## 1.")
 
 
 def test_second_push_sends_no_blob(flow, pushed):

@@ -392,7 +392,8 @@ def push_release(
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
                              check=_check_command(bundle, options, transport), pull_secret=secret_steps,
-                             repinned=repinned(entries, targets), nodes=nodes, tool=_tool_file(bundle))
+                             repinned=repinned(entries, targets), nodes=nodes, tool=_tool_file(bundle),
+                             proof=report.proof)
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten + recorded
     return report

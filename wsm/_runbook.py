@@ -127,16 +127,20 @@ def runbook(
     repinned: Sequence[tuple[str, str]] = (),
     nodes: NodeFiles | None = None,
     tool: str | None = None,
+    proof: str | None = None,
 ) -> str:
     """The runbook of the charts in `manifest` (the published ones); `withheld` (chart, why) are named, with no
     command; `root_digest` identifies the bundle this was made from; `tool` is the bundle's own wsm (its path in
-    the bundle), which the commands run where there is one: the offline machine need not have wsm on PATH."""
+    the bundle), which the commands run where there is one: the offline machine need not have wsm on PATH;
+    `proof` is what rendering the written values proved (or why it was skipped)."""
     lines = [f"# Offline install of {manifest.name or 'the release'} from {registry}", ""]
     lines += [f"Bundle: `{bundle_dir}`. Images are in `{registry}`; charts in `{_repo_urls(locations)}`.",
               f"Run the commands from the directory that holds `{bundle_dir.name}/`.", ""]
     if root_digest:
-        lines += [f"Root digest of the bundle: `{root_digest}` (`wsm verify --expect {root_digest}` checks a copy).",
-                  ""]
+        verify = _command(*tool_program(bundle_dir, tool), "verify", bundle_dir.name, "--expect", root_digest)
+        lines += [f"Root digest of the bundle: `{root_digest}` (`{verify}` checks a copy).", ""]
+    if proof:
+        lines += [f"Rendering proof: {proof}.", ""]
     lines += [f"NOT PUBLISHED: {name}: {why}. Nothing here installs it." for name, why in withheld]
     lines += _pinned_notes(images)
     step = 1
