@@ -231,7 +231,7 @@ def test_download_fails_on_invalid_references_unless_allowed(tmp_path):
     chart = write(tmp_path / "app.tgz", chart_tgz("app", "upper: {image: {repository: Example/Upper, tag: '1'}}\n"))
     bundle = tmp_path / "bundle"
     result = wsm("download", "--chart", str(chart), "--bundle", str(bundle), "-q", cwd=tmp_path, offline=True)
-    one_line_error(result, "1 image references in values do not parse", "app: values path upper.image",
+    one_line_error(result, "1 image references do not parse", "app: values path upper.image",
                    "--allow-invalid")
     assert not (bundle / "wsm.lock.json").exists()
     allowed = wsm("download", "--chart", str(chart), "--bundle", str(bundle), "--allow-invalid", cwd=tmp_path,
@@ -239,6 +239,53 @@ def test_download_fails_on_invalid_references_unless_allowed(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert "invalid image reference, not carried: app: values path upper.image" in allowed.stderr
     assert (bundle / "charts" / "app-1.0.0.tgz").exists()
+
+
+ANNOTATED = {"apiVersion": "v2", "name": "app", "version": "1.0.0", "annotations": {"helm.sh/images": (
+    "- name: good\n  image: example/annotated:1.0\n"
+    "- name: upper\n  image: Example/Annotated:1.0\n"
+    "- name: number\n  image: 42\n")}}
+INVALID_JSON = [
+    {"chart": "app", "image": "Example/Upper:1", "path": "upper.image", "found_in": "values"},
+    {"chart": "app", "image": "Example/Annotated:1.0", "path": "[1].image", "found_in": "annotation helm.sh/images"},
+    {"chart": "app", "image": "42", "path": "[2].image", "found_in": "annotation helm.sh/images"},
+]
+
+
+def annotated_chart(tmp_path: Path) -> Path:
+    values = "upper: {image: {repository: Example/Upper, tag: '1'}}\n"
+    return write(tmp_path / "app.tgz", chart_tgz("app", values, chart_yaml=ANNOTATED))
+
+
+def without_reasons(invalid: list[dict]) -> list[dict]:
+    assert all(item["reason"] for item in invalid), invalid
+    return [{key: value for key, value in item.items() if key != "reason"} for item in invalid]
+
+
+def test_invalid_entries_of_the_images_annotation_are_reported_as_values_are(tmp_path):
+    result = wsm("list", "--chart", str(annotated_chart(tmp_path)), "-o", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [i["image"] for i in data["images"]] == ["docker.io/example/annotated:1.0"]
+    assert without_reasons(data["invalid"]) == INVALID_JSON
+    assert "lower-case" in data["invalid"][1]["reason"] and "not a string" in data["invalid"][2]["reason"]
+    assert "invalid image reference, not carried: app: annotation helm.sh/images [1].image: " in result.stderr
+
+
+def test_download_json_lists_the_invalid_references_whether_it_stops_or_goes_on(tmp_path):
+    chart, bundle = annotated_chart(tmp_path), tmp_path / "bundle"
+    refused = wsm("download", "--chart", str(chart), "--bundle", str(bundle), "-o", "json", cwd=tmp_path,
+                  offline=True)
+    assert refused.returncode == 1 and "3 image references do not parse" in refused.stderr
+    assert "app: annotation helm.sh/images [2].image" in refused.stderr and "Traceback" not in refused.stderr
+    data = json.loads(refused.stdout)
+    assert data["ok"] is False and without_reasons(data["invalid"]) == INVALID_JSON
+    assert not (bundle / "wsm.lock.json").exists()
+    allowed = wsm("download", "--chart", str(chart), "--bundle", str(bundle), "--allow-invalid", "-o", "json",
+                  cwd=tmp_path, offline=True)
+    data = json.loads(allowed.stdout)
+    assert without_reasons(data["invalid"]) == INVALID_JSON
+    assert [image["image"] for image in data["images"]] == ["docker.io/example/annotated:1.0"], data
 
 
 def test_chart_put_url_is_percent_encoded(tmp_path):

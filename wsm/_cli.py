@@ -240,6 +240,10 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _invalid_data(resolution: Resolution) -> list[dict[str, Any]]:
+    return [invalid.to_dict() for invalid in resolution.invalid]
+
+
 def _invalid_notes(resolution: Resolution) -> list[str]:
     return [f"invalid image reference, not carried: {invalid.describe()}" for invalid in resolution.invalid]
 
@@ -257,7 +261,7 @@ def list_data(release: ReleaseManifest, resolution: Resolution, platforms: list[
         "charts": [chart.to_dict() for chart in resolution.charts],
         "images": [image_data(image) for image in resolution.images],
         "skipped": [skipped.to_dict() for skipped in resolution.skipped],
-        "invalid": [invalid.to_dict() for invalid in resolution.invalid],
+        "invalid": _invalid_data(resolution),
         "notes": resolution.notes,
     }
 
@@ -409,9 +413,13 @@ def run_download(args: argparse.Namespace) -> int:
     for note in resolution.notes + _invalid_notes(resolution):
         _say(quiet, f"wsm: note: {note}")
     if resolution.invalid and not args.allow_invalid:
-        raise WsmError(f"{len(resolution.invalid)} image references in values do not parse "
-                       f"({'; '.join(i.describe() for i in resolution.invalid)}); fix the values, or give "
-                       "--allow-invalid to download the rest")
+        error = WsmError(f"{len(resolution.invalid)} image references do not parse "
+                         f"({'; '.join(i.describe() for i in resolution.invalid)}); fix the values or the chart, "
+                         "or give --allow-invalid to download the rest")
+        if args.output == "json":  # what a script reads: the same `invalid` list as `wsm list -o json`
+            print_data({"bundle": str(args.bundle), "ok": False, "error": str(error),
+                        "invalid": _invalid_data(resolution)}, "json")
+        raise error
     _say(quiet, f"wsm: note: {prove_before_download(release, resolution, how)}")
     mirrors = parse_mirrors(args.registry_mirror)
     options = registry_options(args, mirrors=mirrors, concurrency=args.concurrency, **download_credentials(args, mirrors))
@@ -422,7 +430,7 @@ def run_download(args: argparse.Namespace) -> int:
             on_image_done=None if quiet else _tick,
         )
     if args.output == "json":
-        print_data(report.to_dict(), "json")
+        print_data({**report.to_dict(), "invalid": _invalid_data(resolution)}, "json")
     else:
         _print_download_summary(report)
     return 0 if report.ok else 1

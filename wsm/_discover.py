@@ -213,25 +213,35 @@ def _scalar(value: object) -> str | None:
     return str(value).strip() or None
 
 
-def images_in_annotation(chart: Chart, chart_path: str, from_values: Sequence[Found] = ()) -> list[Found]:
+ANNOTATION = "helm.sh/images"
+ANNOTATION_PLACE = f"annotation {ANNOTATION}"  # where an annotation's entry was found, for reports
+
+
+def images_in_annotation(chart: Chart, chart_path: str, from_values: Sequence[Found] = ()) -> Discovered:
     """Images listed in Chart.yaml's `helm.sh/images` annotation (Artifact Hub's convention).
 
     The annotation lists the chart's defaults; an entry whose repository the values set to another registry
-    or tag is superseded by what the values say, and is left out (one that agrees is a second witness).
+    or tag is superseded by what the values say, and is left out (one that agrees is a second witness). An
+    entry whose `image` does not parse is recorded as `Invalid` (its path is the entry's index), not dropped.
     """
     by_values = {item.reference for item in from_values}
     overridden = {reference.repository for reference in by_values}
-    text = chart.annotations.get("helm.sh/images")
+    result = Discovered([], [], [])
+    text = chart.annotations.get(ANNOTATION)
     if not text:
-        return []
-    entries = load_yaml(text, f"{chart_path}: Chart.yaml annotation helm.sh/images", ChartError) or []
-    found = []
-    for entry in entries if isinstance(entries, list) else []:
+        return result
+    entries = load_yaml(text, f"{chart_path}: Chart.yaml {ANNOTATION_PLACE}", ChartError) or []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
         image = entry.get("image") if isinstance(entry, dict) else None
-        if not looks_like_reference(image):
+        if image is None:
             continue
-        reference = Reference.parse(image)
+        try:
+            reference = Reference.parse(image if isinstance(image, str) else "")
+        except InvalidReference as error:
+            reason = error.message if isinstance(image, str) else f"the image {image!r} is not a string"
+            result.invalid.append(Invalid(str(image), f"[{index}].image", reason))
+            continue
         if reference.repository not in overridden or reference in by_values:
-            source = ImageSource(chart=chart_path, method=Method.ANNOTATION, note="helm.sh/images annotation")
-            found.append(Found(reference, source))
-    return found
+            source = ImageSource(chart=chart_path, method=Method.ANNOTATION, note=f"{ANNOTATION} annotation")
+            result.found.append(Found(reference, source))
+    return result

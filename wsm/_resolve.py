@@ -14,7 +14,7 @@ from typing import Any
 
 from ._bind import ChartBinding, RenderedImage, bind_chart
 from ._chart import Chart, Dependency
-from ._discover import Found, images_in_annotation, images_in_values
+from ._discover import ANNOTATION_PLACE, Found, images_in_annotation, images_in_values
 from ._exceptions import ChartError, Hint, RenderError
 from ._fetch import FetchOptions, archive_path, fetch_chart
 from ._manifest import ChartEntry, ReleaseManifest
@@ -43,14 +43,16 @@ class InvalidImage:
 
     chart: str
     image: str
-    path: str
+    path: str  # in the values, or the entry's index in the annotation
     reason: str
+    found_in: str = "values"  # or "annotation helm.sh/images"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def describe(self) -> str:
-        return f"{self.chart}: values path {self.path}: {self.reason}"
+        where = f"values path {self.path}" if self.found_in == "values" else f"{self.found_in} {self.path}"
+        return f"{self.chart}: {where}: {self.reason}"
 
 
 @dataclass
@@ -116,9 +118,11 @@ def _walk(chart: Chart, values: Values, label: str, prefix: str, tags: Mapping[s
     view = {**values, **{key: sub for key, (_, _, sub) in subcharts.items()}}
     _check_missing(chart, view, label, prefix, tags, result)
     discovered = images_in_values(values, chart, label, prefix, set(subcharts) | {"global"})
-    result.found += discovered.found + images_in_annotation(chart, label, discovered.found)
+    annotated = images_in_annotation(chart, label, discovered.found)
+    result.found += discovered.found + annotated.found
     result.skipped += [SkippedImage(label, s.text, s.path, f"{s.switch} is false") for s in discovered.skipped]
     result.invalid += [InvalidImage(label, i.text, i.path, i.reason) for i in discovered.invalid]
+    result.invalid += [InvalidImage(label, i.text, i.path, i.reason, ANNOTATION_PLACE) for i in annotated.invalid]
     for key, (dependency, sub, sub_vals) in subcharts.items():
         path = join_path(prefix, key)
         reason = _disabled_reason(dependency, view, tags) if dependency else None
