@@ -267,3 +267,34 @@ def test_push_refuses_a_tarball_of_another_size_before_sending_anything(registry
         with pytest.raises(CorruptBundle, match=rf"{tarball.name}: {tarball.stat().st_size} bytes, the lock says"):
             push_release(bundle, PushOptions(registry=f"{proxy.host}/site"), plain_client)
         assert proxy.records == []  # checked before the first request
+
+
+def test_a_pinned_reference_the_registry_does_not_serve_fails_in_one_line_naming_it(registry, plain_client, tmp_path):
+    """The values pin `tag@digest`; a registry that lost the manifest after the upload (a retention policy, a
+    garbage collection) must stop the push before any values are written."""
+    import urllib.request
+
+    from wsm._exceptions import ProofFailed
+    from wsm._push import check_pinned, pin_what_was_kept
+
+    built = make_image(registry, "pinned/one", tmp_path)
+    source = ImageSource("app", Method.VALUES, "one.image")
+    pinned = Reference.parse(f"{registry.host}/pinned/one:1.0@{built.digest}")
+    assert download([ResolvedImage(pinned, "g", (source,))], [], tmp_path / "bundle", client=plain_client,
+                    platforms=None).ok
+    bundle = Bundle.open(tmp_path / "bundle")
+    with Registry(tmp_path / "target") as target:
+        first = push_release(bundle, PushOptions(registry=f"{target.host}/site"), plain_client)
+        assert [job.result for job in first.images] == ["sent"]
+        entries = bundle.lock.release_images()
+        targets = pin_what_was_kept(entries, plan_targets([e.reference for e in entries],
+                                                          TargetRegistry.parse(f"{target.host}/site")))
+        check_pinned(entries, targets, first.images, plain_client)  # served: no error
+        deleted = urllib.request.urlopen(urllib.request.Request(
+            f"{target.url}/v2/site/pinned/one/manifests/{built.digest}", method="DELETE"), timeout=10)
+        assert deleted.status == 202
+        with pytest.raises(ProofFailed) as failed:
+            check_pinned(entries, targets, first.images, plain_client)
+    expected = f"{target.host}/site/pinned/one:1.0@{built.digest}"
+    assert str(failed.value) == f"the internal registry does not serve {expected}, which the values pin"
+    assert "\n" not in str(failed.value)
