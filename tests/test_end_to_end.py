@@ -172,7 +172,9 @@ def test_runbook_first_step_runs_wsm_check(flow, pushed):
 def test_a_users_values_file_gets_the_pull_secret_too(flow, pushed):
     own = flow.workdir / "operator-site.yaml"
     own.write_text("# our operator settings\nimage:\n  pullPolicy: Always  # keep\n")
-    flow.push("--values", f"operator={own}")
+    output = flow.push("--values", f"operator={own}")
+    # The rewritten file is proved too: the operator rendered with it over wsm's values.
+    assert "proof: rendered 2 charts with the written values (1 also with the user's values files): " in output
     text = own.read_text()
     assert "# our operator settings" in text and "pullPolicy: Always  # keep" in text
     values = yaml.safe_load(text)
@@ -192,3 +194,18 @@ def test_push_fails_naming_an_image_its_values_leave_outside(flow, pushed, tmp_p
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "not every image is internal: platform:" in result.stderr
     assert "renders acme/weave:7.7.7, not an internal image" in result.stderr
+
+
+def test_push_fails_naming_an_image_a_users_values_file_leaves_outside(flow, pushed, tmp_path):
+    """The user's own values file (`--values`, rewritten in place) is proved by rendering too: a component it
+    switches on that the bundle does not carry fails the push, naming the image and the file."""
+    own = tmp_path / "platform-own.yaml"
+    own.write_text("# ours\nweave: {install: true}\n")
+    result = flow.wsm_unchecked("push", "--bundle", str(flow.bundle), "--registry", f"{flow.site_registry.host}/site",
+                                "--helm-repo", flow.site_charts.url, "--ca-file", str(flow.ca_file),
+                                "--username", "site-admin", "--password-stdin", "--values", f"platform={own}",
+                                stdin="s3cret-pw\n")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not every image is internal: platform:" in result.stderr
+    assert f"renders acme/weave:7.7.7, not an internal image (with the values file {own})" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

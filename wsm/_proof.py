@@ -21,7 +21,7 @@ from ._model import ResolvedChart, ResolvedImage
 from ._reference import Reference
 from ._render import helm_if_any
 from ._target import TargetRegistry, plan_targets
-from ._values import Values, get_path, merge
+from ._values import Values, get_path, load_values_file, merge
 
 # A registry no one runs: the download-side proof only needs names that are unmistakably internal.
 STAND_IN_REGISTRY = "internal.wsm-proof.invalid/site"
@@ -44,8 +44,11 @@ def installed_values(entry: ChartEntry, written: InstallFile) -> Values:
 def prove_install(
     release: ReleaseManifest, written: Sequence[InstallFile], archives: Mapping[str, Path],
     images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None,
+    user_files: Mapping[str, Path] | None = None,
 ) -> list[Proof]:
-    """Render every chart of the release with the values wsm wrote for it; raise naming what is not internal."""
+    """Render every chart of the release with the values wsm wrote for it; raise naming what is not internal.
+    A chart with one of `user_files` (the user's own values files, which push rewrote) is rendered with that file
+    over wsm's values too, as `helm -f <wsm's file> -f <the user's>` would install it."""
     by_chart = {item.chart: item for item in written}
     proofs = []
     for entry in release.charts:
@@ -53,6 +56,10 @@ def prove_install(
             values = installed_values(entry, by_chart[entry.name])
             try:
                 proofs.append(_prove_entry(entry, archives[entry.name], values, images, targets, helm))
+                user_file = (user_files or {}).get(entry.name)
+                if user_file is not None:
+                    proofs.append(_prove_user_file(entry, archives[entry.name], values, user_file, images, targets,
+                                                   helm))
             except ProofFailed:
                 raise
             except RenderError as error:  # a site key still CHANGE-ME that a template requires, for instance
@@ -80,6 +87,14 @@ def prove_mapping(
     return proofs
 
 
+def _prove_user_file(entry: ChartEntry, location: Path, values: Values, user_file: Path,
+                     images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None) -> Proof:
+    """The proof of `values` with the user's file over them; its problems say that file is why."""
+    proof = _prove_entry(entry, location, merge(values, load_values_file(user_file)), images, targets, helm)
+    proof.problems[:] = [f"{problem} (with the values file {user_file})" for problem in proof.problems]
+    return proof
+
+
 def _prove_entry(entry: ChartEntry, location: Path, values: Values, images: Sequence[ResolvedImage],
                  targets: Mapping[Reference, Reference], helm: str | None) -> Proof:
     return prove(location, values, chart=entry.name, release=entry.release or entry.name,
@@ -99,7 +114,11 @@ def proof_summary(proofs: Sequence[Proof]) -> str:
     done = [proof for proof in proofs if proof.unrendered is None]
     checked = sum(proof.checked for proof in done)
     hardcoded = sorted({image for proof in done for image in proof.hardcoded})
-    line = f"rendered {len(done)} charts with the written values: {checked} image references, all internal"
+    charts = len({proof.chart for proof in done})
+    line = f"rendered {charts} charts with the written values"
+    if len(done) > charts:  # a chart rendered a second time with the user's own values file over wsm's
+        line += f" ({len(done) - charts} also with the user's values files)"
+    line += f": {checked} image references, all internal"
     if hardcoded:
         line += f" except {len(hardcoded)} hard-coded in templates ({', '.join(hardcoded)})"
     skipped = [proof.unrendered for proof in proofs if proof.unrendered is not None]

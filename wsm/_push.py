@@ -378,9 +378,10 @@ def push_release(
         return report
     files = write_install_files(bundle.root, publishable, images, pinned, charts, locations, options.site_values,
                                 options.pull_secret)
-    report.proof = _prove(bundle, publishable, files, images, pinned, options.helm)
-    rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret) for name, path in
-                 options.user_values_files.items() if name in locations]
+    user_files = {name: path for name, path in options.user_values_files.items() if name in locations}
+    rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret)
+                 for name, path in user_files.items()]
+    report.proof = _prove(bundle, publishable, files, images, pinned, options.helm, user_files)
     record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
                                 [str(f.path.relative_to(bundle.root)) for f in files], held=held, scheme=scheme)
     recorded, nodes = _record_push(bundle, record, transport)
@@ -541,14 +542,15 @@ def check_pinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Ref
 
 
 def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], images: Sequence[ResolvedImage],
-           targets: Mapping[Reference, Reference], helm: str | None) -> str:
-    """Render each chart with the values just written; ProofFailed names any image that is not internal."""
+           targets: Mapping[Reference, Reference], helm: str | None, user_files: Mapping[str, Path]) -> str:
+    """Render each chart with the values just written (and the user's own files, rewritten, over them);
+    ProofFailed names any image that is not internal."""
     if not helm_available(helm):
         return "skipped: helm was not found, so the written values were not rendered to prove them"
     by_name = {c.name: c for c in bundle.lock.release_charts()}
     archives = {entry.name: bundle.path(by_name[entry.source.chart]) for entry in release.charts
                 if entry.source.chart in by_name}
-    proofs = prove_install(release, files, archives, images, targets, helm)
+    proofs = prove_install(release, files, archives, images, targets, helm, user_files)
     return proof_summary(proofs)
 
 
