@@ -293,6 +293,15 @@ def workload(kind: str, name: str, image: str) -> str:
     )
 
 
+def helm_test_pod(container: str, image: str) -> str:
+    """A helm test hook: a Pod with one container whose image is the template text `image`."""
+    return (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Release.Name }}-test\n"
+        '  annotations: {"helm.sh/hook": test}\nspec:\n  restartPolicy: Never\n  containers:\n'
+        f"    - name: {container}\n      image: {image}\n"
+    )
+
+
 # A Deployment of the `{repository, tag}` image at `image`: a chart whose templates use its values image.
 IMAGE_DEPLOYMENT = workload("Deployment", "main", '"{{ .Values.image.repository }}:{{ .Values.image.tag }}"')
 DAEMONSET = workload("DaemonSet", "node-exporter", '{{ include "ne.image" . | quote }}')
@@ -341,18 +350,7 @@ spec:
   image: {{ printf "%s/%s:%s" .Values.prom.image.registry .Values.prom.image.repository .Values.prom.image.tag }}
   replicas: 1
 """,
-    "test-hook.yaml": """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Release.Name }}-test
-  annotations: {"helm.sh/hook": test}
-spec:
-  restartPolicy: Never
-  containers:
-    - name: test
-      image: {{ .Values.test.image }}
-""",
+    "test-hook.yaml": helm_test_pod("test", "{{ .Values.test.image }}"),
 }
 
 

@@ -182,15 +182,19 @@ def test_a_users_values_file_gets_the_pull_secret_too(flow, pushed):
     assert values["image"]["repository"] == f"{flow.site_registry.host}/site/acme/controller"
 
 
+def push_unchecked(flow, *extra: str):
+    """`wsm push` to the site's servers; its exit code is the caller's to judge."""
+    return flow.wsm_unchecked("push", "--bundle", str(flow.bundle), "--registry", f"{flow.site_registry.host}/site",
+                              "--helm-repo", flow.site_charts.url, "--ca-file", str(flow.ca_file),
+                              "--username", "site-admin", "--password-stdin", *extra, stdin="s3cret-pw\n")
+
+
 def test_push_fails_naming_an_image_its_values_leave_outside(flow, pushed, tmp_path):
     """A site that switches on a component the bundle does not carry: helm would pull from the internet, and
     push says so instead of "done"."""
     site = tmp_path / "site.yaml"
     site.write_text("weave: {install: true}\n")
-    result = flow.wsm_unchecked("push", "--bundle", str(flow.bundle), "--registry", f"{flow.site_registry.host}/site",
-                                "--helm-repo", flow.site_charts.url, "--ca-file", str(flow.ca_file),
-                                "--username", "site-admin", "--password-stdin", "--site-values", f"platform={site}",
-                                stdin="s3cret-pw\n")
+    result = push_unchecked(flow, "--site-values", f"platform={site}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "not every image is internal: platform:" in result.stderr
     assert "renders acme/weave:7.7.7, not an internal image" in result.stderr
@@ -201,10 +205,7 @@ def test_push_fails_naming_an_image_a_users_values_file_leaves_outside(flow, pus
     switches on that the bundle does not carry fails the push, naming the image and the file."""
     own = tmp_path / "platform-own.yaml"
     own.write_text("# ours\nweave: {install: true}\n")
-    result = flow.wsm_unchecked("push", "--bundle", str(flow.bundle), "--registry", f"{flow.site_registry.host}/site",
-                                "--helm-repo", flow.site_charts.url, "--ca-file", str(flow.ca_file),
-                                "--username", "site-admin", "--password-stdin", "--values", f"platform={own}",
-                                stdin="s3cret-pw\n")
+    result = push_unchecked(flow, "--values", f"platform={own}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "not every image is internal: platform:" in result.stderr
     assert f"renders acme/weave:7.7.7, not an internal image (with the values file {own})" in result.stderr

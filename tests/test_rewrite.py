@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from charts import SVC_DEPLOYMENT, write_chart
+from charts import SVC_DEPLOYMENT, helm_test_pod, write_chart
 from servers import helm_env, helm_binary, run_helm
 from support import one_line_error, wsm
 from wsm._pushed import PushedImage, PushRecord
@@ -51,18 +51,7 @@ spec:
   agent:
     image: quay.io/acme/agent:3.1
 """,
-    "test-connection.yaml": """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Release.Name }}-test
-  annotations: {"helm.sh/hook": test}
-spec:
-  restartPolicy: Never
-  containers:
-    - name: probe
-      image: busybox:1.36
-""",
+    "test-connection.yaml": helm_test_pod("probe", "busybox:1.36"),
 }
 
 
