@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -42,3 +44,25 @@ def isolated_credentials(monkeypatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("DOCKER_CONFIG", str(home / "docker"))
     monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(home / "helm" / "config.json"))
     return home / "docker"
+
+
+def install_helper(directory: Path, host: str, monkeypatch, user: str, password: str) -> Path:
+    """`docker-credential-test` on PATH (docker's credential-helper protocol: `get`, the server on stdin, JSON
+    out): knows `user`/`password` for `host` only, logs what it was asked for."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "docker-credential-test"
+    asked = directory / "asked.log"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 2\n'
+        "read server\n"
+        f'echo "$server" >> {asked}\n'
+        f'if [ "$server" = "{host}" ]; then\n'
+        f'  echo \'{{"ServerURL": "{host}", "Username": "{user}", "Secret": "{password}"}}\'\n'
+        "else\n"
+        "  echo 'credentials not found in native keychain'; exit 1\n"
+        "fi\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+    return asked

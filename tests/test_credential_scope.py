@@ -17,7 +17,7 @@ import trustme
 from charts import package, write_chart
 from faults import FaultProxy
 from images import build_image, push_layout
-from remote_support import client, isolated_credentials, ref, transport, unique  # noqa: F401
+from remote_support import client, install_helper, isolated_credentials, ref, transport, unique  # noqa: F401
 from servers import Registry
 from support import wsm
 from tokenserver import TokenServer
@@ -63,6 +63,31 @@ def _configured_client(r_proxy: FaultProxy, source: str, home: Path) -> Registry
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(auths))
     return client()
+
+
+@pytest.mark.parametrize("setting", ["credHelpers", "credsStore"])
+def test_credentials_from_a_credential_helper_stay_with_the_redirecting_registry(
+    redirecting_site, tmp_path, isolated_credentials, monkeypatch, setting  # noqa: F811
+):
+    """R's credentials kept by a docker credential helper (`docker-credential-test get`, as `docker login` with
+    a keychain leaves them) answer R's challenge, and never X's or its token realm Y's."""
+    r_proxy, x_proxy, y, built = redirecting_site
+    y.authorizations.clear()
+    x_proxy.reset_counts()
+    r_proxy.reset_counts()
+    asked = install_helper(tmp_path / "bin", r_proxy.host, monkeypatch, USER, PASSWORD)
+    helper = {"credHelpers": {r_proxy.host: "test"}} if setting == "credHelpers" else {"credsStore": "test"}
+    isolated_credentials.mkdir(parents=True, exist_ok=True)
+    (isolated_credentials / "config.json").write_text(json.dumps({"auths": {r_proxy.host: {}}, **helper}))
+    with client() as c:
+        manifest = c.get_manifest(ref(r_proxy.host, REPOSITORY))
+        layer = manifest.layers()[0]
+        c.fetch_blob(ref(r_proxy.host, REPOSITORY), layer, tmp_path / "layer.partial")  # verified by digest
+    assert (tmp_path / "layer.partial").stat().st_size == layer.size
+    assert any(record.status == 307 for record in r_proxy.records)
+    assert r_proxy.host in asked.read_text().split()  # the helper gave R's credentials ...
+    assert y.authorizations and all(header is None for header in y.authorizations)  # ... X's challenge: anonymous
+    _no_site_credentials_left_r(r_proxy, x_proxy, y)
 
 
 def _no_site_credentials_left_r(r_proxy: FaultProxy, x_proxy: FaultProxy, y: TokenServer) -> None:

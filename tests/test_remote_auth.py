@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import stat
 from pathlib import Path
 
 import pytest
 import trustme
 from images import build_image, push_layout
-from remote_support import client, isolated_credentials, ref, transport, unique  # noqa: F401
+from remote_support import client, install_helper, isolated_credentials, ref, transport, unique  # noqa: F401
 from servers import Registry
 from tokenserver import TokenServer
 
@@ -173,31 +171,10 @@ def test_explicit_credentials_win_over_docker_config(basic_registry, isolated_cr
         c.get_manifest(private(server))
 
 
-def install_helper(directory: Path, host: str, monkeypatch) -> Path:
-    """`docker-credential-test` on PATH: knows `host`, logs what it was asked for."""
-    directory.mkdir(parents=True, exist_ok=True)
-    script = directory / "docker-credential-test"
-    asked = directory / "asked.log"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'[ "$1" = get ] || exit 2\n'
-        "read server\n"
-        f'echo "$server" >> {asked}\n'
-        f'if [ "$server" = "{host}" ]; then\n'
-        f'  echo \'{{"ServerURL": "{host}", "Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n'
-        "else\n"
-        "  echo 'credentials not found in native keychain'; exit 1\n"
-        "fi\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
-    return asked
-
-
 @pytest.mark.parametrize("setting", ["credHelpers", "credsStore"])
 def test_credentials_from_a_credential_helper(basic_registry, isolated_credentials, tmp_path, monkeypatch, setting):
     server, built = basic_registry
-    asked = install_helper(tmp_path / "bin", server.host, monkeypatch)
+    asked = install_helper(tmp_path / "bin", server.host, monkeypatch, USER, PASSWORD)
     config = {"credHelpers": {server.host: "test"}} if setting == "credHelpers" else {"credsStore": "test"}
     # What `docker login` leaves in auths when a helper holds the secret: an empty entry.
     write_docker_config(isolated_credentials, {"auths": {server.host: {}}, **config})
@@ -210,7 +187,7 @@ def test_credentials_from_a_credential_helper(basic_registry, isolated_credentia
 def test_credential_helper_that_knows_nothing_means_anonymous(basic_registry, isolated_credentials, tmp_path,
                                                               monkeypatch):
     server, _ = basic_registry
-    install_helper(tmp_path / "bin", "some.other.host", monkeypatch)
+    install_helper(tmp_path / "bin", "some.other.host", monkeypatch, USER, PASSWORD)
     write_docker_config(isolated_credentials, {"credsStore": "test"})
     with client() as c, pytest.raises(AuthError, match="requires credentials"):
         c.get_manifest(private(server))
@@ -367,7 +344,7 @@ def test_docker_hub_credentials_under_every_key_docker_uses(tmp_path):
 
 
 def test_docker_hub_is_asked_of_helpers_as_docker_does(tmp_path, monkeypatch):
-    asked = install_helper(tmp_path / "bin", "https://index.docker.io/v1/", monkeypatch)
+    asked = install_helper(tmp_path / "bin", "https://index.docker.io/v1/", monkeypatch, USER, PASSWORD)
     found = store(tmp_path, {"credsStore": "test"}).lookup("docker.io")
     assert found.username == USER and asked.read_text().split() == ["https://index.docker.io/v1/"]
 
@@ -376,7 +353,7 @@ def test_lookup_order_explicit_auths_helper_helm(tmp_path, monkeypatch):
     def basic(user: str) -> dict:
         return {"auth": base64.b64encode(f"{user}:pw".encode()).decode()}
 
-    install_helper(tmp_path / "bin", "reg.example", monkeypatch)  # answers with USER
+    install_helper(tmp_path / "bin", "reg.example", monkeypatch, USER, PASSWORD)  # answers with USER
     helm = {"auths": {"reg.example": basic("from-helm")}}
     both = {"auths": {"reg.example": basic("from-auths")}, "credsStore": "test"}
     explicit = store(tmp_path / "a", both, helm, username="explicit", password="pw")
