@@ -79,15 +79,20 @@ def test_credentials_from_a_credential_helper_stay_with_the_redirecting_registry
     helper = {"credHelpers": {r_proxy.host: "test"}} if setting == "credHelpers" else {"credsStore": "test"}
     isolated_credentials.mkdir(parents=True, exist_ok=True)
     (isolated_credentials / "config.json").write_text(json.dumps({"auths": {r_proxy.host: {}}, **helper}))
-    with client() as c:
+    _fetch_a_layer_through_the_redirect(client(), r_proxy, tmp_path)
+    assert r_proxy.host in asked.read_text().split()  # the helper gave R's credentials ...
+    assert y.authorizations and all(header is None for header in y.authorizations)  # ... X's challenge: anonymous
+    _no_site_credentials_left_r(r_proxy, x_proxy, y)
+
+
+def _fetch_a_layer_through_the_redirect(registry_client: RegistryClient, r_proxy: FaultProxy, tmp_path: Path) -> None:
+    """The image's manifest from R, then a layer, which R redirects to X."""
+    with registry_client as c:
         manifest = c.get_manifest(ref(r_proxy.host, REPOSITORY))
         layer = manifest.layers()[0]
         c.fetch_blob(ref(r_proxy.host, REPOSITORY), layer, tmp_path / "layer.partial")  # verified by digest
     assert (tmp_path / "layer.partial").stat().st_size == layer.size
     assert any(record.status == 307 for record in r_proxy.records)
-    assert r_proxy.host in asked.read_text().split()  # the helper gave R's credentials ...
-    assert y.authorizations and all(header is None for header in y.authorizations)  # ... X's challenge: anonymous
-    _no_site_credentials_left_r(r_proxy, x_proxy, y)
 
 
 def _no_site_credentials_left_r(r_proxy: FaultProxy, x_proxy: FaultProxy, y: TokenServer) -> None:
@@ -103,12 +108,8 @@ def test_download_redirected_to_another_host_keeps_the_site_credentials_home(
     r_proxy, x_proxy, y, built = redirecting_site
     y.authorizations.clear()
     x_proxy.reset_counts()
-    with _configured_client(r_proxy, source, isolated_credentials.parent) as c:
-        manifest = c.get_manifest(ref(r_proxy.host, REPOSITORY))
-        layer = manifest.layers()[0]
-        c.fetch_blob(ref(r_proxy.host, REPOSITORY), layer, tmp_path / "layer.partial")  # verified by digest
-    assert (tmp_path / "layer.partial").stat().st_size == layer.size
-    assert any(record.status == 307 for record in r_proxy.records)
+    _fetch_a_layer_through_the_redirect(_configured_client(r_proxy, source, isolated_credentials.parent), r_proxy,
+                                        tmp_path)
     assert y.authorizations and all(header is None for header in y.authorizations)  # X's challenge: anonymous
     _no_site_credentials_left_r(r_proxy, x_proxy, y)
 
