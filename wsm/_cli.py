@@ -368,6 +368,9 @@ def _add_download(commands: Commands) -> None:
     add_quiet_and_output(parser)
     parser.add_argument("--allow-invalid", action="store_true",
                         help="go on when values hold image references that do not parse (they are not carried)")
+    parser.add_argument("--since", type=Path, metavar="OLD",
+                        help="a delta bundle: leave out the layers OLD holds (a bundle directory, its wsm.lock.json, "
+                             "or a wsm inventory file)")
     parser.set_defaults(handler=run_download)
 
 
@@ -398,8 +401,10 @@ def _positive(text: str) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._download import download
 
+    base = read_base(args.since) if args.since else None
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
     release = select_release(args)
     how = resolve_options(args, release)
@@ -419,7 +424,7 @@ def run_download(args: argparse.Namespace) -> int:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
-            on_image_done=None if quiet else _tick,
+            on_image_done=None if quiet else _tick, base=base,
         )
     if args.output == "json":
         print_data(report.to_dict(), "json")
@@ -496,6 +501,9 @@ def _print_download_summary(report: DownloadReport) -> None:
         print(f"FAILED {name}: {_reason(failure)}")
     if report.failures:
         print("Run the same command again to retry what failed; what is complete is kept.")
+    if report.base:
+        print(f"delta bundle against base {report.base}: {human_bytes(report.bytes_from_base)} of layers left to the "
+              "base (push it onto a registry that holds the base; load and verify it with --base)")
     if report.root_digest:
         print(f"root digest {report.root_digest} (note it in the change ticket; on the offline side: "
               f"wsm verify --expect {report.root_digest})")
@@ -520,17 +528,22 @@ def _add_verify(commands: Commands) -> None:
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
     parser.add_argument("--expect", metavar="sha256:HEX",
                         help="the root digest wsm download printed: fail unless the bundle has it")
+    parser.add_argument("--base", type=Path, metavar="OLD",
+                        help="a delta bundle's base bundle directory: verify it too, and that it holds every layer "
+                             "the delta leaves to it")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._verify import verify
 
     quiet = args.quiet or args.output == "json"
+    base = read_base(args.base) if args.base else None
     with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
         report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete,
-                        expect=args.expect)
+                        expect=args.expect, base=base)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -539,6 +552,12 @@ def run_verify(args: argparse.Namespace) -> int:
               f"{'the tool, ' if report.tool_checked else ''}{human_bytes(report.bytes_checked)}: "
               "every digest matches")
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
+        if report.base:
+            checked = "each checked in the base" if report.base_checked else "not checked: give --base OLD"
+            print(f"delta bundle: {len(report.from_base)} layers expected from base {report.base} ({checked})")
+            if not report.base_checked:
+                for digest in report.from_base:
+                    print(f"  {digest}")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
     return 0
