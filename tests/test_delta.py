@@ -33,12 +33,13 @@ NEW = 2 * 1024 * 1024  # bytes of the layer each image adds (a tarball adds ~7 K
 @pytest.fixture(scope="module")
 def releases(registry, tmp_path_factory):
     """Release 1: delta/app:1.0 and delta/worker:1.0; release 2: delta/app:2.0 (the same base layers, one new
-    layer) and the worker unchanged. Layers are incompressible, so bytes on the wire are the sizes."""
+    layer), the worker unchanged, and a new repository delta/api:1.0 on the same base layers (on the site they
+    are mounted from the repositories the old release went to). Layers are incompressible, so bytes on the wire are the sizes."""
     tmp = tmp_path_factory.mktemp("releases")
     base = make_layers((SHARED // 2, SHARED // 2), incompressible=True)
     built = {}
     for name, tag, sizes in [("delta/app", "1.0", (NEW,)), ("delta/worker", "1.0", (NEW,)),
-                             ("delta/app", "2.0", (NEW,))]:
+                             ("delta/app", "2.0", (NEW,)), ("delta/api", "1.0", (NEW,))]:
         image = build_image(tmp / f"{name.replace('/', '_')}-{tag}", tag, layer_sizes=sizes, incompressible=True,
                             shared_layers=base)
         push_layout(image, f"{registry.host}/{name}:{tag}")
@@ -52,7 +53,9 @@ def resolved(names):
 
 
 def release_names(registry, number):
-    return [f"{registry.host}/delta/app:{'1.0' if number == 1 else '2.0'}", f"{registry.host}/delta/worker:1.0"]
+    if number == 1:
+        return [f"{registry.host}/delta/app:1.0", f"{registry.host}/delta/worker:1.0"]
+    return [f"{registry.host}/delta/app:2.0", f"{registry.host}/delta/worker:1.0", f"{registry.host}/delta/api:1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +149,8 @@ def test_push_of_a_delta_onto_the_old_release_gives_upstream_digests(bundles, re
             assert inspect_digest(f"{site.host}/corp/{reference.repository}:{reference.tag}") == releases[name].digest
         sent = sum(job.bytes_sent for job in report.images)
         assert sent <= 1.01 * added_blob_bytes(releases, registry)
+        api = next(job for job in report.images if job.source.repository == "delta/api")
+        assert api.blobs_present == 2  # the base layers, mounted from corp/delta/app or corp/delta/worker
 
 
 def test_push_of_a_delta_onto_an_empty_registry_fails_before_sending_anything(bundles, plain_client, tmp_path):
