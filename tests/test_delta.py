@@ -163,3 +163,20 @@ def test_push_of_a_delta_onto_an_empty_registry_fails_before_sending_anything(bu
         assert lock.base.digest in str(caught.value) and expected[0] in str(caught.value)
         assert {r.method for r in proxy.records} <= {"HEAD", "GET"}  # nothing written
         assert not proxy.requests_for("HEAD", "/manifests/")  # not a single image was started
+
+
+@pytest.mark.docker
+def test_load_of_a_delta_with_its_base_puts_full_images_into_docker(docker_engine, bundles, registry):
+    from wsm._load import load
+
+    with pytest.raises(BundleError, match="part of a delta bundle"):
+        load(Bundle.open(bundles["delta"]), docker_host=docker_engine.url)
+    loaded = load(Bundle.open(bundles["delta"]), docker_host=docker_engine.url, base=read_base(bundles["old"]))
+    assert sorted(loaded) == sorted(release_names(registry, 2))
+    for name in release_names(registry, 2):
+        inspected = subprocess.run(["docker", "-H", docker_engine.url, "image", "inspect", name], capture_output=True,
+                                   text=True)
+        assert inspected.returncode == 0, inspected.stderr
+        assert len(json.loads(inspected.stdout)[0]["RootFS"]["Layers"]) == 3
+    result = wsm("load", "--bundle", str(bundles["delta"]), "--docker-host", docker_engine.url)
+    assert result.returncode == 1 and "--base OLD" in result.stderr and "Traceback" not in result.stderr

@@ -51,6 +51,7 @@ HINTS = {
     Hint.HELM: "install helm on PATH, or give its path with --helm PATH or in WSM_HELM",
     Hint.RESOLVE: "run with --resolve to fetch its charts",
     Hint.CHART_REPO: "for a repository chart add --repo URL",
+    Hint.BASE: "give the base bundle's directory with --base OLD",
 }
 
 
@@ -568,13 +569,17 @@ def _add_load(commands: Commands) -> None:
     add_bundle_option(parser)
     parser.add_argument("--docker-host", metavar="URL", help="the engine (default DOCKER_HOST or the local socket)")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
+    parser.add_argument("--base", type=Path, metavar="OLD",
+                        help="a delta bundle's base bundle directory: the layers the delta leaves to it are read there")
     parser.set_defaults(handler=run_load)
 
 
 def run_load(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._load import load
 
-    for name in load(Bundle.open(args.bundle), docker_host=args.docker_host, images=args.images or None):
+    base = read_base(args.base) if args.base else None
+    for name in load(Bundle.open(args.bundle), docker_host=args.docker_host, images=args.images or None, base=base):
         print(f"\u2713 loaded {name}")
     return 0
 
