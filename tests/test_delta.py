@@ -180,3 +180,32 @@ def test_load_of_a_delta_with_its_base_puts_full_images_into_docker(docker_engin
         assert len(json.loads(inspected.stdout)[0]["RootFS"]["Layers"]) == 3
     result = wsm("load", "--bundle", str(bundles["delta"]), "--docker-host", docker_engine.url)
     assert result.returncode == 1 and "--base OLD" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inventory_of_the_site_and_a_download_of_only_what_it_lacks(bundles, releases, registry, plain_client,
+                                                                   tmp_path):
+    with Registry(tmp_path / "site") as site:
+        assert push_release(Bundle.open(bundles["old"]), PushOptions(registry=f"{site.host}/corp"), plain_client).ok
+        push_layout(releases[f"{registry.host}/delta/app:1.0"], f"{site.host}/elsewhere/app:1.0")  # not under corp
+        assert sorted(plain_client.list_repositories(site.host, page=1)) == [  # Link pages followed
+            "corp/delta/app", "corp/delta/worker", "elsewhere/app"]
+        inventory = tmp_path / "inventory.json"
+        result = wsm("inventory", "--registry", f"{site.host}/corp", "-o", str(inventory), "--plain-http")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(inventory.read_text())
+        assert [repo["name"] for repo in data["repositories"]] == ["corp/delta/app", "corp/delta/worker"]
+        app = data["repositories"][0]
+        assert app["tags"] == {"1.0": releases[f"{registry.host}/delta/app:1.0"].digest}
+        assert {b["digest"] for b in app["blobs"]} | set(app["manifests"]) == set(
+            releases[f"{registry.host}/delta/app:1.0"].blobs)
+        report = download(resolved(release_names(registry, 2)), [], tmp_path / "d", client=plain_client,
+                          platforms=None, base=read_base(inventory))
+        assert report.ok and image_bytes(tmp_path / "d") <= 1.01 * added_blob_bytes(releases, registry)
+        lock = Bundle.open(tmp_path / "d").lock
+        assert lock.base.kind is BaseKind.INVENTORY and lock.base.repositories == ("corp/delta/app",
+                                                                                 "corp/delta/worker")
+        pushed = push_release(Bundle.open(tmp_path / "d"), PushOptions(registry=f"{site.host}/corp"), plain_client)
+        assert pushed.ok, [job.error for job in pushed.images]
+        for name in release_names(registry, 2):
+            reference = Reference.parse(name)
+            assert inspect_digest(f"{site.host}/corp/{reference.repository}:{reference.tag}") == releases[name].digest

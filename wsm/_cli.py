@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
+    _add_inventory(commands)
     _add_rewrite(commands)
     return parser
 
@@ -691,6 +692,33 @@ def _print_check(report: CheckReport) -> None:
     else:
         print(f"\u2713 all {images} images and {charts} charts are in place in {report.registry}"
               + (f" and {report.helm_repo}" if report.helm_repo else ""))
+
+
+def _add_inventory(commands: Commands) -> None:
+    parser = commands.add_parser("inventory", help="record what the site's registry holds, for download --since")
+    parser.add_argument("--registry", required=True, metavar="HOST[/PREFIX]",
+                        help="the internal registry (only repositories under PREFIX are read)")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                        help="where to write the inventory (JSON)")
+    add_transport_options(parser, credentials=True)
+    parser.set_defaults(handler=run_inventory)
+
+
+def run_inventory(args: argparse.Namespace) -> int:
+    from ._files import write_atomically
+    from ._inventory import take_inventory
+
+    password = read_password(args)
+    bound = registry_options(args, username=args.username, password=password,
+                             credential_hosts=site_credential_hosts(args.registry, None))
+    with RegistryClient(bound) as client:
+        inventory = take_inventory(args.registry, client, note=lambda text: _say(False, f"wsm: note: left out {text}"))
+    write_atomically(args.output, inventory.to_json())
+    tags = sum(len(repo.tags) for repo in inventory.repositories)
+    print(f"\u2713 {args.output}: {len(inventory.repositories)} repositories, {tags} tags, "
+          f"{len(inventory.blobs())} blobs in {args.registry}; on the connected side: wsm download --since "
+          f"{args.output.name}")
+    return 0
 
 
 def site_credential_hosts(registry: str, helm_repo: str | None) -> tuple[str, ...]:

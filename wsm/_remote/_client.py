@@ -201,10 +201,10 @@ class RegistryClient:
         what = target.what(f"tags of {target.repository}")
         return self._list_names(target, self._url(target, "tags/list"), "tags", _pull(target), what)
 
-    def list_repositories(self, registry: str) -> list[str]:
+    def list_repositories(self, registry: str, page: int = 1000) -> list[str]:
         """Every repository the registry's `_catalog` lists (to these credentials), following `Link` pages."""
         target = self._push_target(Reference(registry, "_catalog"))
-        url = f"{self._transport.scheme(target.host)}://{target.host}/v2/_catalog?n=1000"
+        url = f"{self._transport.scheme(target.host)}://{target.host}/v2/_catalog?n={page}"
         return self._list_names(target, url, "repositories", ("registry:catalog:*",),
                                 target.what(f"the repository catalog of {registry}"))
 
