@@ -163,6 +163,10 @@ def test_push_of_a_delta_onto_an_empty_registry_fails_before_sending_anything(bu
         assert lock.base.digest in str(caught.value) and expected[0] in str(caught.value)
         assert {r.method for r in proxy.records} <= {"HEAD", "GET"}  # nothing written
         assert not proxy.requests_for("HEAD", "/manifests/")  # not a single image was started
+        result = wsm("push", "--bundle", str(bundles["delta"]), "--registry", f"{proxy.host}/corp", "--plain-http")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and lock.base.digest in result.stderr and expected[0] in result.stderr
+        assert {r.method for r in proxy.records} <= {"HEAD", "GET"}
 
 
 @pytest.mark.docker

@@ -124,7 +124,8 @@ def _read_repository(reference: Reference, client: RegistryClient, skipped: list
     blobs: dict[str, int] = {}
     for tag in sorted(client.list_tags(reference)):
         try:
-            top = client.get_manifest(reference.with_tag(tag))
+            tagged = Reference.parse(f"{reference.name}:{tag}")  # a hostile tag never becomes a URL path
+            top = client.get_manifest(tagged)
             documents = [top] + [client.get_manifest(reference.with_digest(child.digest)) for child in top.children()]
         except (InvalidReference, NotFound) as error:
             skipped.append(f"{reference.repository}:{tag}: {error}")
