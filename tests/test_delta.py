@@ -142,6 +142,9 @@ def test_push_of_a_delta_onto_the_old_release_gives_upstream_digests(bundles, re
     with Registry(tmp_path / "site") as site:
         old = push_release(Bundle.open(bundles["old"]), PushOptions(registry=f"{site.host}/corp"), plain_client)
         assert old.ok
+        dry = push_release(Bundle.open(bundles["delta"]), PushOptions(registry=f"{site.host}/corp", dry_run=True),
+                           plain_client)
+        assert sum(job.bytes_sent for job in dry.images) <= 1.01 * added_blob_bytes(releases, registry)
         report = push_release(Bundle.open(bundles["delta"]), PushOptions(registry=f"{site.host}/corp"), plain_client)
         assert report.ok, [job.error for job in report.images]
         for name in release_names(registry, 2):

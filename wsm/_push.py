@@ -22,7 +22,7 @@ import yaml
 from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
-from ._delta import lender_repositories, mount_base_blobs, plan_base_blobs
+from ._delta import base_blobs_expected, lender_repositories, mount_base_blobs, plan_base_blobs
 from ._exceptions import BundleError, DigestMismatch, Hint, ProofFailed, StorageError, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
@@ -127,7 +127,8 @@ def push_images(
     progress: Progress = NO_PROGRESS,
 ) -> list[ImagePush]:
     """Push the images of the bundle's release; one failing does not stop the others (its error is recorded)."""
-    pusher = _ImagePusher(client, on_existing, dry_run, progress)
+    pusher = _ImagePusher(client, on_existing, dry_run, progress,
+                          base_layers=frozenset(base_blobs_expected(bundle.lock)))
 
     def one(entry: BundleImage) -> ImagePush:
         job = ImagePush(entry.reference, targets[entry.reference], entry.top.digest)
@@ -183,6 +184,7 @@ class _ImagePusher:
     dry_run: bool
     progress: Progress
     mounts: _Mounts = field(default_factory=_Mounts)
+    base_layers: frozenset[str] = frozenset()  # a delta's layers left to its base: found or mounted up front
 
     def push(self, path: Path, entry: BundleImage, job: ImagePush) -> None:
         target = job.target
@@ -229,7 +231,9 @@ class _ImagePusher:
         raise conflict
 
     def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
-        if self.client.has_blob(target, blob.digest):
+        if self.dry_run and blob.digest in self.base_layers:  # found up front; a dry run mounts nothing
+            job.blobs_mounted += 1
+        elif self.client.has_blob(target, blob.digest):
             job.blobs_present += 1
             self.progress.advance(blob.size)
         elif self.dry_run:
