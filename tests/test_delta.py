@@ -216,3 +216,31 @@ def test_inventory_of_the_site_and_a_download_of_only_what_it_lacks(bundles, rel
         for name in release_names(registry, 2):
             reference = Reference.parse(name)
             assert inspect_digest(f"{site.host}/corp/{reference.repository}:{reference.tag}") == releases[name].digest
+
+
+def test_inventory_with_read_only_credentials_over_tls(releases, registry, tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Registry(tmp_path / "site", tls=ca, htpasswd={"reader": "s3cret"}) as site:
+        push_layout(releases[f"{registry.host}/delta/worker:1.0"], f"{site.host}/corp/delta/worker:1.0",
+                    creds="reader:s3cret")
+        inventory = tmp_path / "inventory.json"
+        denied = wsm("inventory", "--registry", f"{site.host}/corp", "-o", str(inventory), "--ca-file", str(ca_file))
+        assert denied.returncode == 1 and "Traceback" not in denied.stderr and not inventory.exists()
+        result = wsm("inventory", "--registry", f"{site.host}/corp", "-o", str(inventory), "--ca-file", str(ca_file),
+                     "--username", "reader", "--password-stdin", stdin="s3cret\n")
+        assert result.returncode == 0, result.stderr
+        assert "s3cret" not in inventory.read_text() + result.stdout + result.stderr
+        (repo,) = json.loads(inventory.read_text())["repositories"]
+        assert repo["tags"] == {"1.0": releases[f"{registry.host}/delta/worker:1.0"].digest}
+
+
+def test_a_base_that_is_none_of_the_three_is_one_line(tmp_path):
+    result = wsm("download", "--since", str(tmp_path / "nope"), "--bundle", str(tmp_path / "b"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "does not exist" in result.stderr
+    (tmp_path / "junk.json").write_text('{"inventory": 1, "repositories": [{"name": "../x"}]}')
+    result = wsm("verify", str(tmp_path), "--base", str(tmp_path / "junk.json"))
+    assert result.returncode == 1 and "not a wsm inventory file" in result.stderr
