@@ -66,13 +66,20 @@ def _layer(size: int, seed: bytes, incompressible: bool = False) -> tuple[bytes,
     return gzip.compress(tar_bytes, compresslevel=level, mtime=0), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
 
 
+def make_layers(sizes: tuple[int, ...], incompressible: bool = False) -> list[tuple[bytes, str]]:
+    """Layers (blob, diff_id) to share between images: `build_image(..., shared_layers=...)` puts them first,
+    as two releases of one product share their base layers."""
+    return [_layer(size, os.urandom(16), incompressible) for size in sizes]
+
+
 def _one_manifest(
-    layout: Path, platform: str, layer_sizes: list[int], oci: bool, built: BuiltImage, incompressible: bool = False
+    layout: Path, platform: str, layer_sizes: list[int], oci: bool, built: BuiltImage, incompressible: bool = False,
+    shared_layers: list[tuple[bytes, str]] | None = None,
 ) -> dict:
     os_name, arch = platform.split("/")[:2]
     layers, diff_ids = [], []
-    for size in layer_sizes:
-        blob, diff_id = _layer(size, os.urandom(16), incompressible)
+    fresh = [_layer(size, os.urandom(16), incompressible) for size in layer_sizes]
+    for blob, diff_id in [*(shared_layers or []), *fresh]:
         digest, length = _write_blob(layout, blob)
         built.blobs[digest] = length
         layers.append({"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "digest": digest, "size": length})
@@ -113,6 +120,7 @@ def build_image(
     oci: bool = False,
     index: bool | None = None,
     incompressible: bool = False,
+    shared_layers: list[tuple[bytes, str]] | None = None,
 ) -> BuiltImage:
     """Build an image layout; `index` defaults to True when there is more than one platform.
 
@@ -123,7 +131,8 @@ def build_image(
     (layout / "version").write_text("Directory Transport Version: 1.1\n")
     index = len(platforms) > 1 if index is None else index
     built = BuiltImage(layout=layout, tag=tag, digest="", media_type="")
-    descriptors = [_one_manifest(layout, p, list(layer_sizes), oci, built, incompressible) for p in platforms]
+    descriptors = [_one_manifest(layout, p, list(layer_sizes), oci, built, incompressible, shared_layers)
+                   for p in platforms]
     if index:
         media_type = OCI_INDEX if oci else DOCKER_LIST
         body = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": descriptors}, indent=2)

@@ -96,4 +96,5 @@ def bundle_image(
         resolved=resolved,
         downloaded=utc_now(),
         note=plan.note,
+        from_base=plan.from_base,
     )

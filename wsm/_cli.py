@@ -51,6 +51,7 @@ HINTS = {
     Hint.HELM: "install helm on PATH, or give its path with --helm PATH or in WSM_HELM",
     Hint.RESOLVE: "run with --resolve to fetch its charts",
     Hint.CHART_REPO: "for a repository chart add --repo URL",
+    Hint.BASE: "give the base bundle's directory with --base OLD",
 }
 
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
+    _add_inventory(commands)
     _add_rewrite(commands)
     return parser
 
@@ -372,6 +374,9 @@ def _add_download(commands: Commands) -> None:
     add_quiet_and_output(parser)
     parser.add_argument("--allow-invalid", action="store_true",
                         help="go on when values hold image references that do not parse (they are not carried)")
+    parser.add_argument("--since", type=Path, metavar="OLD",
+                        help="a delta bundle: leave out the layers OLD holds (a bundle directory, its wsm.lock.json, "
+                             "or a wsm inventory file)")
     parser.set_defaults(handler=run_download)
 
 
@@ -402,8 +407,10 @@ def _positive(text: str) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._download import download
 
+    base = read_base(args.since) if args.since else None
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
     release = select_release(args)
     how = resolve_options(args, release)
@@ -427,7 +434,7 @@ def run_download(args: argparse.Namespace) -> int:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
-            on_image_done=None if quiet else _tick,
+            on_image_done=None if quiet else _tick, base=base,
         )
     if args.output == "json":
         print_data({**report.to_dict(), "invalid": _invalid_data(resolution)}, "json")
@@ -504,6 +511,9 @@ def _print_download_summary(report: DownloadReport) -> None:
         print(f"FAILED {name}: {_reason(failure)}")
     if report.failures:
         print("Run the same command again to retry what failed; what is complete is kept.")
+    if report.base:
+        print(f"delta bundle against base {report.base}: {human_bytes(report.bytes_from_base)} of layers left to the "
+              "base (push it onto a registry that holds the base; load and verify it with --base)")
     if report.root_digest:
         print(f"root digest {report.root_digest} (note it in the change ticket; on the offline side: "
               f"wsm verify --expect {report.root_digest})")
@@ -528,17 +538,22 @@ def _add_verify(commands: Commands) -> None:
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
     parser.add_argument("--expect", metavar="sha256:HEX",
                         help="the root digest wsm download printed: fail unless the bundle has it")
+    parser.add_argument("--base", type=Path, metavar="OLD",
+                        help="a delta bundle's base bundle directory: verify it too, and that it holds every layer "
+                             "the delta leaves to it")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._verify import verify
 
     quiet = args.quiet or args.output == "json"
+    base = read_base(args.base) if args.base else None
     with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
         report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete,
-                        expect=args.expect)
+                        expect=args.expect, base=base)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -547,6 +562,12 @@ def run_verify(args: argparse.Namespace) -> int:
               f"{'the tool, ' if report.tool_checked else ''}{human_bytes(report.bytes_checked)}: "
               "every digest matches")
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
+        if report.base:
+            checked = "each checked in the base" if report.base_checked else "not checked: give --base OLD"
+            print(f"delta bundle: {len(report.from_base)} layers expected from base {report.base} ({checked})")
+            if not report.base_checked:
+                for digest in report.from_base:
+                    print(f"  {digest}")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
     return 0
@@ -557,13 +578,17 @@ def _add_load(commands: Commands) -> None:
     add_bundle_option(parser)
     parser.add_argument("--docker-host", metavar="URL", help="the engine (default DOCKER_HOST or the local socket)")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
+    parser.add_argument("--base", type=Path, metavar="OLD",
+                        help="a delta bundle's base bundle directory: the layers the delta leaves to it are read there")
     parser.set_defaults(handler=run_load)
 
 
 def run_load(args: argparse.Namespace) -> int:
+    from ._delta import read_base
     from ._load import load
 
-    for name in load(Bundle.open(args.bundle), docker_host=args.docker_host, images=args.images or None):
+    base = read_base(args.base) if args.base else None
+    for name in load(Bundle.open(args.bundle), docker_host=args.docker_host, images=args.images or None, base=base):
         print(f"\u2713 loaded {name}")
     return 0
 
@@ -675,6 +700,33 @@ def _print_check(report: CheckReport) -> None:
     else:
         print(f"\u2713 all {images} images and {charts} charts are in place in {report.registry}"
               + (f" and {report.helm_repo}" if report.helm_repo else ""))
+
+
+def _add_inventory(commands: Commands) -> None:
+    parser = commands.add_parser("inventory", help="record what the site's registry holds, for download --since")
+    parser.add_argument("--registry", required=True, metavar="HOST[/PREFIX]",
+                        help="the internal registry (only repositories under PREFIX are read)")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                        help="where to write the inventory (JSON)")
+    add_transport_options(parser, credentials=True)
+    parser.set_defaults(handler=run_inventory)
+
+
+def run_inventory(args: argparse.Namespace) -> int:
+    from ._files import write_atomically
+    from ._inventory import take_inventory
+
+    password = read_password(args)
+    bound = registry_options(args, username=args.username, password=password,
+                             credential_hosts=site_credential_hosts(args.registry, None))
+    with RegistryClient(bound) as client:
+        inventory = take_inventory(args.registry, client, note=lambda text: _say(False, f"wsm: note: left out {text}"))
+    write_atomically(args.output, inventory.to_json())
+    tags = sum(len(repo.tags) for repo in inventory.repositories)
+    print(f"\u2713 {args.output}: {len(inventory.repositories)} repositories, {tags} tags, "
+          f"{len(inventory.blobs())} blobs in {args.registry}; on the connected side: wsm download --since "
+          f"{args.output.name}")
+    return 0
 
 
 def site_credential_hosts(registry: str, helm_repo: str | None) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from ._assemble import Fill, bundle_image, write_tarball
 from ._blobstore import BlobStore, Stopped
 from ._bundle import BundleDir, assign_names, chart_stem, image_stem, root_digest, write_checksums
+from ._delta import DeltaBase, base_blobs_expected, check_same_base, leave_out_base
 from ._exceptions import BundleError, Hint, StorageError, WsmError
 from ._files import commit_partial, partial_path
 from ._format import human_bytes
@@ -122,6 +123,8 @@ class DownloadReport:
     bytes_fetched: int = 0  # from registries, in this run
     seconds: float = 0.0
     root_digest: str | None = None  # sha256 of SHA256SUMS, once written
+    base: str | None = None  # a delta bundle's base (its digest)
+    bytes_from_base: int = 0  # a delta's layer bytes left to its base (each layer once)
 
     @property
     def failures(self) -> list[ImageResult | ChartResult]:
@@ -142,6 +145,7 @@ class DownloadReport:
             "bytes_fetched": self.bytes_fetched,
             "seconds": round(self.seconds, 3),
             "root_digest": self.root_digest,
+            **({"base": self.base, "bytes_from_base": self.bytes_from_base} if self.base else {}),
         }
 
 
@@ -159,8 +163,10 @@ def download(
     progress: Progress = NO_PROGRESS,
     manifest_text: str | None = None,
     on_image_done: Callable[[ImageResult], None] | None = None,
+    base: DeltaBase | None = None,
 ) -> DownloadReport:
-    """Download `images` and `charts` into `bundle_dir`; `platforms` None keeps every platform.
+    """Download `images` and `charts` into `bundle_dir`; `platforms` None keeps every platform. With `base`,
+    a delta bundle: the layers `base` holds are left out of the tarballs and recorded as the base's.
 
     Never raises for one image or chart (see the report); raises WsmError for bundle-level problems.
     Images already in the bundle from earlier runs stay, and stay in the lock with `in_release: false`.
@@ -171,7 +177,7 @@ def download(
     bundle = BundleDir(bundle_dir)
     bundle.prepare()
     with _exclusive(bundle):
-        run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done)
+        run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done, base)
         report = run.execute(merge_images(images), list(charts), manifest_text)
     if bundle.sums_path.exists():
         report.root_digest = root_digest(bundle)
@@ -223,8 +229,10 @@ class _Run:
         concurrency: int,
         progress: Progress,
         on_image_done: Callable[[ImageResult], None] | None,
+        base: DeltaBase | None = None,
     ) -> None:
         self.bundle = bundle
+        self.base = base
         self.client = client
         self.platforms = None if platforms is None else tuple(platforms)
         self.requested = platform_names(self.platforms)
@@ -241,6 +249,8 @@ class _Run:
         self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None
     ) -> DownloadReport:
         report = DownloadReport(bundle=self.bundle.root)
+        check_same_base(self.lock, self.base, self.bundle.root)
+        self.lock.base = self.base.record if self.base else None
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
         if manifest_text is not None:  # else the lock keeps the release manifest it had
@@ -249,6 +259,9 @@ class _Run:
         report.charts = self._charts(charts)
         report.images, report.bytes_fetched = self._images(images)
         report.kept_from_earlier = self._finish(images, charts, report)
+        if self.base is not None:
+            report.base = self.base.record.digest
+            report.bytes_from_base = sum(base_blobs_expected(self.lock).values())
         return report
 
     # ---------------------------------------------------------------------------------------- charts
@@ -343,7 +356,8 @@ class _Run:
                 entry.digest: self.client.get_manifest(reference.with_digest(entry.digest))
                 for entry in selection.children
             }
-            return _Job(resolved, file, plan_image(reference, upstream, children, self.platforms))
+            plan = plan_image(reference, upstream, children, self.platforms)
+            return _Job(resolved, file, leave_out_base(plan, self.base) if self.base else plan)
         except WsmError as error:
             failed = ImageResult(reference.canonical, Status.FAILED)
             failed.fail(error)

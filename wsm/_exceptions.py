@@ -34,6 +34,7 @@ class Hint(Enum):
     HELM = "install helm, or give the path of the helm binary (WSM_HELM)"
     RESOLVE = "resolve the release from its charts instead"
     CHART_REPO = "for a chart in a classic repository, give the repository's URL"
+    BASE = "give the base bundle's directory as the delta's base"
 
 
 class WsmError(Exception):

@@ -7,14 +7,18 @@ layer against the image config's diff_ids itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import docker
 import docker.errors
 import requests
 
 from ._bundle import Bundle
+from ._delta import DeltaBase
 from ._exceptions import BundleError, CorruptBundle, WsmError
+from ._joined import joined_stream
 from ._layout import hash_file
 from ._lock import BundleImage
 
@@ -22,10 +26,12 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def load(
-    bundle: Bundle, *, docker_host: str | None = None, images: Sequence[str] | None = None, check: bool = True
+    bundle: Bundle, *, docker_host: str | None = None, images: Sequence[str] | None = None, check: bool = True,
+    base: DeltaBase | None = None,
 ) -> list[str]:
     """Load the bundle's images (those of the last download's release, or the ones named in `images`:
     source reference, familiar name or tarball name) into the Docker engine; return the names loaded.
+    A delta bundle's image is streamed joined with the layers it leaves to `base` (the base bundle, read).
 
     `check`: hash each tarball against the lock first. Docker checks the layers it imports, but skips the
     ones it already has, so a damaged tarball could otherwise load without a word.
@@ -33,7 +39,7 @@ def load(
     entries = bundle.lock.release_images() if images is None else bundle.lock.select(images)
     client = connect(docker_host)
     try:
-        return [name for entry in entries for name in _load_one(client, bundle, entry, check)]
+        return [name for entry in entries for name in _load_one(client, bundle, entry, check, base)]
     finally:
         client.close()
 
@@ -49,7 +55,8 @@ def connect(docker_host: str | None) -> docker.DockerClient:
     return client
 
 
-def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, check: bool) -> list[str]:
+def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, check: bool,
+              base: DeltaBase | None) -> list[str]:
     path = bundle.path(entry)
     if not path.is_file():
         raise BundleError(f"{entry.file} is missing from bundle {bundle.root}; run wsm verify", path=path)
@@ -58,10 +65,10 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, c
                             path=path)
     loaded: list[str] = []
     try:
-        with open(path, "rb") as handle:
+        with _archive(bundle, entry, base) as data:
             # The low-level call: the high-level `images.load` ignores an error status of the engine.
             # types-docker leaves `load_image` unannotated: it yields the engine's JSON messages as dicts.
-            events: Iterable[dict[str, str]] = client.api.load_image(handle, quiet=True)  # type: ignore[no-untyped-call]
+            events: Iterable[dict[str, str]] = client.api.load_image(data, quiet=True)  # type: ignore[no-untyped-call]
             for event in events:
                 problem = event.get("error") or (event.get("message") if "stream" not in event else None)
                 if problem:
@@ -78,6 +85,16 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, c
     if not loaded:
         raise WsmError(f"docker loaded nothing from {entry.file}; run wsm verify on the bundle")
     return loaded
+
+
+@contextmanager
+def _archive(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> Iterator[BinaryIO | Iterator[bytes]]:
+    """What docker reads: the tarball itself, or a delta's tarball joined with its base's layers."""
+    if entry.from_base:
+        yield joined_stream(bundle, entry, base)
+        return
+    with open(bundle.path(entry), "rb") as handle:
+        yield handle
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -27,7 +27,8 @@ from ._model import ResolvedImage
 from ._reference import Reference
 from ._remote import Descriptor, Platform
 
-LOCK_FORMAT = 1
+LOCK_FORMAT = 2  # 2: a delta bundle (`base`, `from_base`); a lock without a base is still written as format 1
+_FULL_FORMAT = 1
 IMAGES_DIR = "images"
 CHARTS_DIR = "charts"
 TOOLS_DIR = "tools"
@@ -76,6 +77,8 @@ class BundleImage:
     in_release: bool = True  # asked for by the last download run (False: kept from an earlier run)
     downloaded: str = ""
     note: str | None = None  # set when the top is not the upstream image as is
+    # A delta bundle's layers that the tarball leaves out because its base holds them (never configs/manifests).
+    from_base: tuple[Descriptor, ...] = ()
 
     @property
     def key(self) -> str:
@@ -106,6 +109,9 @@ class BundleImage:
         }
         if self.note is not None:
             data["note"] = self.note
+        if self.from_base:
+            data["from_base"] = [{"digest": b.digest, "size": b.size, "mediaType": b.media_type}
+                                 for b in self.from_base]
         return data
 
     @classmethod
@@ -129,6 +135,7 @@ class BundleImage:
             in_release=read.boolean("in_release", True),
             downloaded=read.string("downloaded", ""),
             note=read.optional_string("note"),
+            from_base=tuple(read.descriptors("from_base")),
         )
 
 
@@ -195,6 +202,40 @@ class BundleTool:
                    wsm_version=read.string("wsm_version", ""))
 
 
+class BaseKind(str, Enum):
+    """What a delta bundle's base was given as, and so what its digest is the sha256 of."""
+
+    BUNDLE = "bundle"  # a bundle directory: its root digest (sha256 of its SHA256SUMS)
+    LOCK = "lock"  # a wsm.lock.json alone: the sha256 of that file
+    INVENTORY = "inventory"  # `wsm inventory`'s file of what a site's registry holds: the sha256 of that file
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """The base a delta bundle was made against: the blobs its tarballs leave out are there."""
+
+    digest: str  # sha256:<hex>, of what `kind` says
+    kind: BaseKind
+    images: tuple[str, ...] = ()  # the base's image references (its pushed repositories may lend blobs)
+    registry: str | None = None  # an inventory's registry (host[/prefix]) ...
+    repositories: tuple[str, ...] = ()  # ... and the repositories it holds there
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"digest": self.digest, "kind": self.kind.value, "images": list(self.images)}
+        if self.registry is not None:
+            data["registry"] = self.registry
+            data["repositories"] = list(self.repositories)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> BaseRecord:
+        read = _Reader(data, where)
+        return cls(digest=read.digest("digest"), kind=read.choice("kind", BaseKind),
+                   images=tuple(str(item) for item in read.items("images")),
+                   registry=read.optional_string("registry"),
+                   repositories=tuple(str(item) for item in read.items("repositories")))
+
+
 def chart_key(source: str, name: str, version: str) -> str:
     return f"{source}#{name}-{version}"
 
@@ -212,6 +253,7 @@ class BundleLock:
     charts: dict[str, BundleChart] = field(default_factory=dict)  # by chart_key
     failures: tuple[Failure, ...] = ()  # what the last run could not fetch
     tool: BundleTool | None = None  # the bundle's own wsm; None in bundles from before it was carried
+    base: BaseRecord | None = None  # set for a delta bundle: what holds the layers its tarballs leave out
 
     def release_images(self) -> list[BundleImage]:
         """The images the last download's release asked for, in reference order."""
@@ -241,7 +283,7 @@ class BundleLock:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": LOCK_FORMAT,
+            "format": LOCK_FORMAT if self.base is not None else _FULL_FORMAT,  # an older wsm refuses a delta
             "wsm_version": self.wsm_version,
             "created": self.created,
             "updated": self.updated,
@@ -251,6 +293,7 @@ class BundleLock:
             "charts": [self.charts[key].to_dict() for key in sorted(self.charts)],
             "failures": [{"kind": f.kind.value, "name": f.name, "reason": f.reason} for f in self.failures],
             **({"tool": self.tool.to_dict()} if self.tool else {}),
+            **({"base": self.base.to_dict()} if self.base else {}),
         }
 
     def to_json(self) -> bytes:
@@ -276,6 +319,7 @@ class BundleLock:
             charts={chart.key: chart for chart in charts},
             failures=tuple(_failure(item, f"{origin}: failures[{i}]") for i, item in enumerate(read.items("failures"))),
             tool=BundleTool.from_dict(data["tool"], f"{origin}: tool") if data.get("tool") is not None else None,
+            base=BaseRecord.from_dict(data["base"], f"{origin}: base") if data.get("base") is not None else None,
         )
 
     @classmethod

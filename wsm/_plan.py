@@ -110,6 +110,8 @@ class ImagePlan:
     note: str | None = None  # set when the top is not the upstream image as is
     # The platform of each kept manifest as its index entry states it (an image manifest states none).
     entry_platforms: dict[str, Platform] = field(default_factory=dict, hash=False)
+    # A delta's layers left out of `fetch` because its base holds them (`wsm._delta.leave_out_base`).
+    from_base: tuple[Descriptor, ...] = ()
 
     @property
     def documents(self) -> tuple[Manifest, ...]:

@@ -22,13 +22,14 @@ import yaml
 from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
+from ._delta import base_blobs_expected, lender_repositories, mount_base_blobs, plan_base_blobs
 from ._exceptions import BundleError, DigestMismatch, Hint, ProofFailed, StorageError, TagConflict, WsmError
 from ._files import write_atomically
 from ._http import TransportOptions
 from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
                        write_install_files)
 from ._layout import blob_member, tar_members
-from ._lock import BundleChart, BundleImage
+from ._lock import BaseRecord, BundleChart, BundleImage
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._nodefiles import NodeFiles, node_files, write_node_files
@@ -126,7 +127,8 @@ def push_images(
     progress: Progress = NO_PROGRESS,
 ) -> list[ImagePush]:
     """Push the images of the bundle's release; one failing does not stop the others (its error is recorded)."""
-    pusher = _ImagePusher(client, on_existing, dry_run, progress)
+    pusher = _ImagePusher(client, on_existing, dry_run, progress,
+                          base_layers=frozenset(base_blobs_expected(bundle.lock)))
 
     def one(entry: BundleImage) -> ImagePush:
         job = ImagePush(entry.reference, targets[entry.reference], entry.top.digest)
@@ -182,6 +184,7 @@ class _ImagePusher:
     dry_run: bool
     progress: Progress
     mounts: _Mounts = field(default_factory=_Mounts)
+    base_layers: frozenset[str] = frozenset()  # a delta's layers left to its base: found or mounted up front
 
     def push(self, path: Path, entry: BundleImage, job: ImagePush) -> None:
         target = job.target
@@ -228,7 +231,9 @@ class _ImagePusher:
         raise conflict
 
     def _blob(self, tarball: _Tarball, blob: Descriptor, target: Reference, job: ImagePush) -> None:
-        if self.client.has_blob(target, blob.digest):
+        if self.dry_run and blob.digest in self.base_layers:  # found up front; a dry run mounts nothing
+            job.blobs_mounted += 1
+        elif self.client.has_blob(target, blob.digest):
             job.blobs_present += 1
             self.progress.advance(blob.size)
         elif self.dry_run:
@@ -352,6 +357,8 @@ def push_release(
     entries = bundle.lock.release_images()
     images = [entry.resolved for entry in entries]
     targets = pin_what_was_kept(entries, plan_targets([entry.reference for entry in entries], registry, mapping))
+    if bundle.lock.base is not None:  # before anything is sent: the base's layers must be there, or mountable
+        _reach_base_blobs(bundle.lock.base, entries, targets, registry, mapping, client, options.dry_run)
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
                        dry_run=options.dry_run, progress=progress)
     if not options.dry_run:
@@ -398,6 +405,19 @@ def push_release(
     write_atomically(bundle.root / RUNBOOK_FILE, report.runbook.encode())
     report.files = [str(f.path) for f in files] + [str(bundle.root / RUNBOOK_FILE)] + rewritten + recorded
     return report
+
+
+def _reach_base_blobs(base: BaseRecord, entries: Sequence[BundleImage], targets: Mapping[Reference, Reference],
+                      registry: TargetRegistry, mapping: Mapping[str, str] | None, client: RegistryClient,
+                      dry_run: bool) -> None:
+    """A delta's layers left to its base: found in each target repository, or in a repository the base's images
+    were pushed to (planned as this push plans its own), and mounted from there. Raises MissingBaseBlobs, before
+    anything is written, when a layer is nowhere in the registry."""
+    base_sources = [Reference.parse(name) for name in base.images]
+    lent = list(plan_targets(base_sources, registry, mapping).values())
+    plan = plan_base_blobs(entries, targets, lender_repositories(base, lent, registry.host), base, client)
+    if not dry_run:
+        mount_base_blobs(plan, client)
 
 
 def _record_push(bundle: Bundle, record: PushRecord, transport: TransportOptions) -> tuple[list[str], NodeFiles]:

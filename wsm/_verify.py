@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
+from ._delta import DeltaBase, base_blobs_expected, base_problems
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
 from ._lock import BundleChart, BundleImage, BundleTool, Failure
@@ -48,6 +49,9 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)  # listed in SHA256SUMS, not on disk
     unlisted: list[str] = field(default_factory=list)  # on disk, not in SHA256SUMS (not an error)
     failures: list[Failure] = field(default_factory=list)  # what the last download could not fetch
+    base: str | None = None  # a delta bundle's base (its digest): the layers in `from_base` are there
+    from_base: list[str] = field(default_factory=list)  # layers the delta's tarballs leave to the base
+    base_checked: bool = False  # the base bundle was verified and holds each of them
 
     @property
     def ok(self) -> bool:
@@ -63,10 +67,11 @@ class VerifyReport:
 
 def verify(
     bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None,
-    expect: str | None = None,
+    expect: str | None = None, base: DeltaBase | None = None,
 ) -> VerifyReport:
     """Check every file and blob of an opened bundle; with `expect` (`sha256:<hex>`), first that the bundle's
-    root digest is that one.
+    root digest is that one. A delta bundle's layers left to its base are listed (`from_base`); with `base`
+    (the base bundle's directory, read), that base is verified too and must hold each of them.
 
     Raises DigestMismatch naming both root digests; CorruptBundle (with `.report`) naming the first broken or
     missing file; BundleError when the last download left images or charts out, unless `allow_incomplete`.
@@ -81,8 +86,28 @@ def verify(
         _merge(report, outcome)
     order = {name: position for position, name in enumerate(sums)}
     report.problems.sort(key=lambda problem: order.get(problem.file, len(order)))
+    if base is not None:
+        report.problems += _base_check(bundle, base, progress, workers)
+        report.base_checked = not report.problems
     _raise_for(report, allow_incomplete)
     return report
+
+
+def _base_check(bundle: Bundle, base: DeltaBase, progress: Progress, workers: int | None) -> list[Problem]:
+    """The base a delta names: the one given, verified in full, holding every layer the delta leaves to it."""
+    if base.bundle is None:
+        return [Problem(LOCK_FILE, "the base was given as a lock or an inventory, which holds no blobs to check; "
+                                   "give the base bundle's directory")]
+    problems = [Problem(LOCK_FILE, detail, blob=digest or None) for digest, detail in base_problems(bundle.lock, base)]
+    if problems:
+        return problems
+    try:
+        verify(base.bundle, progress=progress, allow_incomplete=True, workers=workers)
+    except CorruptBundle as error:
+        found = error.report.problems if error.report is not None else []
+        return [Problem(f"base {base.bundle.root}", str(problem)) for problem in found] or [
+            Problem(f"base {base.bundle.root}", error.message)]
+    return []
 
 
 def check_before_push(bundle: Bundle) -> VerifyReport:
@@ -111,6 +136,9 @@ def _start(bundle: Bundle, expect: str | None = None) -> tuple[dict[str, str], s
     what is missing and unlisted."""
     data = read_checksums_file(bundle.dir.sums_path)
     report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
+    if bundle.lock.base is not None:
+        report.base = bundle.lock.base.digest
+        report.from_base = sorted(base_blobs_expected(bundle.lock))
     if expect is not None:
         _check_root(report, expect)
     sums = parse_checksums(data, bundle.dir.sums_path)
@@ -268,7 +296,7 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
         return [Problem(name, error.detail)]
     if len(entries) != 1 or entries[0].get("digest") != image.top.digest:
         return [Problem(name, f"index.json does not point at {image.top.digest} as the lock says")]
-    members = {blob_member(digest) for digest in scan.blobs}
+    members = {blob_member(digest) for digest in scan.blobs} | {blob_member(b.digest) for b in image.from_base}
     for member in [docker.get("Config"), *docker.get("Layers", [])]:
         if member not in members:
             return [Problem(name, f"manifest.json names {member}, which the tarball does not hold")]

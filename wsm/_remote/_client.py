@@ -199,24 +199,36 @@ class RegistryClient:
         """Every tag of `ref`'s repository, following `Link` pages."""
         target = self._pull_target(ref)
         what = target.what(f"tags of {target.repository}")
-        tags: list[str] = []
-        url: str | None = self._url(target, "tags/list")
-        seen: set[str] = set()
-        while url and url not in seen:
-            seen.add(url)
-            page, url = with_retries(self._transport, what, functools.partial(self._tag_page, target, url, what))
-            tags.extend(page)
-        return tags
+        return self._list_names(target, self._url(target, "tags/list"), "tags", _pull(target), what)
 
-    def _tag_page(self, target: _Target, url: str, what: str) -> tuple[list[str], str | None]:
-        response = self._request("GET", target, url, _pull(target), what)
+    def list_repositories(self, registry: str, page: int = 1000) -> list[str]:
+        """Every repository the registry's `_catalog` lists (to these credentials), following `Link` pages."""
+        target = self._push_target(Reference(registry, "_catalog"))
+        url = f"{self._transport.scheme(target.host)}://{target.host}/v2/_catalog?n={page}"
+        return self._list_names(target, url, "repositories", ("registry:catalog:*",),
+                                target.what(f"the repository catalog of {registry}"))
+
+    def _list_names(self, target: _Target, url: str, key: str, scopes: tuple[str, ...], what: str) -> list[str]:
+        names: list[str] = []
+        following: str | None = url
+        seen: set[str] = set()
+        while following and following not in seen:
+            seen.add(following)
+            page, following = with_retries(
+                self._transport, what, functools.partial(self._name_page, target, following, key, scopes, what))
+            names.extend(page)
+        return names
+
+    def _name_page(self, target: _Target, url: str, key: str, scopes: tuple[str, ...],
+                   what: str) -> tuple[list[str], str | None]:
+        response = self._request("GET", target, url, scopes, what)
         _raise_for_status(response, what)
         body = _json(read_capped(response, MAX_TAG_LIST_BYTES, what), what)
-        tags = body.get("tags") or []
-        if not isinstance(tags, list):
-            raise RegistryError(f"{what}: the registry answered with `tags` that is not a list")
+        names = body.get(key) or []
+        if not isinstance(names, list):
+            raise RegistryError(f"{what}: the registry answered with `{key}` that is not a list")
         following = response.links.get("next", {}).get("url")
-        return [str(tag) for tag in tags], str(response.url.join(following)) if following else None
+        return [str(name) for name in names], str(response.url.join(following)) if following else None
 
     # -- blobs -------------------------------------------------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""A delta image's tarball and its base's layers, joined into one tar stream that `docker load` takes.
+
+`docker load` needs every layer its manifest.json lists, and a delta's tarball leaves the base's out. The
+stream is made on the fly, nothing is written to disk: every member of the delta's tarball (read in place),
+then each left-out layer read from the base tarball that holds it, hashed as it passes (a layer that does not
+hash to its digest breaks the stream before the tar ends, so docker loads nothing of it), then the tar's end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._bundle import Bundle
+from ._delta import DeltaBase, base_tarball_of
+from ._exceptions import BundleError, DigestMismatch, Hint
+from ._layout import CHUNK, blob_member, tar_members
+from ._lock import BundleImage
+
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def joined_stream(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> Iterator[bytes]:
+    """The full docker-archive stream of a delta image; every base layer is found (or this raises) before the
+    stream is returned."""
+    return _stream(bundle.path(entry), _base_sources(bundle, entry, base))
+
+
+def _stream(path: Path, sources: dict[str, tuple[Path, int, int]]) -> Iterator[bytes]:
+    for name, (offset, size) in sorted(tar_members(path).items(), key=lambda item: item[1][0]):
+        yield from _member(name, path, offset, size, None)
+    for digest, (source, offset, size) in sources.items():
+        yield from _member(blob_member(digest), source, offset, size, digest)
+    yield b"\0" * (2 * _BLOCK)
+
+
+def _base_sources(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> dict[str, tuple[Path, int, int]]:
+    """Where each layer the delta leaves out is: (base tarball, offset, size)."""
+    if base is None or base.bundle is None:
+        raise BundleError(f"{entry.file} is part of a delta bundle: {len(entry.from_base)} of its layers are in "
+                          f"base {bundle.lock.base.digest if bundle.lock.base else '?'}", path=bundle.root,
+                          hint=Hint.BASE)
+    if bundle.lock.base is None or not base.matches(bundle.lock.base):
+        raise BundleError(f"base {base.bundle.root} has digest {base.record.digest}, bundle {bundle.root} was made "
+                          f"against {bundle.lock.base.digest if bundle.lock.base else 'no base'}", path=base.bundle.root,
+                          hint=Hint.BASE)
+    sources: dict[str, tuple[Path, int, int]] = {}
+    members: dict[Path, dict[str, tuple[int, int]]] = {}
+    for blob in entry.from_base:
+        holder = base_tarball_of(base.bundle, blob.digest)
+        if holder is None:
+            raise BundleError(f"base {base.bundle.root} holds no layer {blob.digest}, which {entry.file} needs",
+                              path=base.bundle.root)
+        tarball = base.bundle.path(holder)
+        found = members.setdefault(tarball, tar_members(tarball)).get(blob_member(blob.digest))
+        if found is None or found[1] != blob.size:
+            raise BundleError(f"{tarball}: layer {blob.digest} is missing or of another size; run wsm verify on the "
+                              "base", path=tarball)
+        sources[blob.digest] = (tarball, found[0], found[1])
+    return sources
+
+
+def _member(name: str, path: Path, offset: int, size: int, digest: str | None) -> Iterator[bytes]:
+    """One tar member: its header, its bytes read from `path` at `offset` (hashed against `digest`), padding."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    yield info.tobuf(format=tarfile.USTAR_FORMAT)
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        left = size
+        while left:
+            chunk = handle.read(min(CHUNK, left))
+            if not chunk:
+                raise BundleError(f"{path}: ended inside {name}; run wsm verify", path=path)
+            hasher.update(chunk)
+            left -= len(chunk)
+            if left == 0 and digest is not None and "sha256:" + hasher.hexdigest() != digest:
+                raise DigestMismatch(f"{path}: layer {digest} hashes to sha256:{hasher.hexdigest()}; run wsm verify "
+                                     "on the base", expected=digest, actual="sha256:" + hasher.hexdigest())
+            yield chunk
+    if size % _BLOCK:
+        yield b"\0" * (_BLOCK - size % _BLOCK)
