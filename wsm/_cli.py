@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(commands)
     _add_download(commands)
     _add_verify(commands)
+    _add_sign(commands)
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
@@ -368,6 +369,8 @@ def _add_download(commands: Commands) -> None:
     add_quiet_and_output(parser)
     parser.add_argument("--allow-invalid", action="store_true",
                         help="go on when values hold image references that do not parse (they are not carried)")
+    parser.add_argument("--sign-key", type=Path, metavar="KEY.pem",
+                        help="sign the finished bundle with this EC P-256 private key (writes SHA256SUMS.sig)")
     parser.set_defaults(handler=run_download)
 
 
@@ -401,6 +404,10 @@ def run_download(args: argparse.Namespace) -> int:
     from ._download import download
 
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
+    if args.sign_key is not None:  # a key that cannot sign fails now, not after the download
+        from ._sign import load_private_key
+
+        load_private_key(args.sign_key)
     release = select_release(args)
     how = resolve_options(args, release)
     resolution = resolve_for_bundle(release, how)
@@ -421,6 +428,10 @@ def run_download(args: argparse.Namespace) -> int:
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
             on_image_done=None if quiet else _tick,
         )
+    if args.sign_key is not None and report.root_digest:
+        from ._sign import sign_bundle
+
+        _say(quiet, f"wsm: signed SHA256SUMS: {sign_bundle(args.bundle, args.sign_key)}")
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -520,6 +531,8 @@ def _add_verify(commands: Commands) -> None:
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
     parser.add_argument("--expect", metavar="sha256:HEX",
                         help="the root digest wsm download printed: fail unless the bundle has it")
+    parser.add_argument("--key", type=Path, metavar="PUB.pem",
+                        help="fail unless SHA256SUMS.sig is a signature of SHA256SUMS by this public key")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_verify)
 
@@ -530,7 +543,7 @@ def run_verify(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.output == "json"
     with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
         report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete,
-                        expect=args.expect)
+                        expect=args.expect, key=args.key)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -539,8 +552,35 @@ def run_verify(args: argparse.Namespace) -> int:
               f"{'the tool, ' if report.tool_checked else ''}{human_bytes(report.bytes_checked)}: "
               "every digest matches")
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
+        if report.signature_checked:
+            print(f"signature SHA256SUMS.sig verifies with {args.key}")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
+    return 0
+
+
+def _add_sign(commands: Commands) -> None:
+    parser = commands.add_parser("sign", help="sign a bundle's SHA256SUMS (writes SHA256SUMS.sig, as cosign sign-blob)")
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    parser.add_argument("--key", type=Path, required=True, metavar="KEY.pem",
+                        help="EC P-256 private key, PEM (PKCS#8 or SEC1, as openssl writes it)")
+    parser.add_argument("--key-password-stdin", action="store_true",
+                        help="read the password of an encrypted key from standard input")
+    parser.set_defaults(handler=run_sign)
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    from ._sign import sign_bundle
+
+    password = None
+    if args.key_password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n").encode()
+        if not password:
+            raise WsmError("--key-password-stdin: standard input held no password")
+    Bundle.open(args.bundle)  # one clear line when it is not a bundle
+    path = sign_bundle(args.bundle, args.key, password)
+    print(f"\u2713 wrote {path}: a signature of SHA256SUMS (check it with wsm verify --key PUB.pem, "
+          "cosign verify-blob or openssl dgst -sha256 -verify)")
     return 0
 
 

@@ -243,6 +243,7 @@ class _Run:
         report = DownloadReport(bundle=self.bundle.root)
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
+        self._guard_disk(lambda: self.bundle.signature_path.unlink(missing_ok=True))  # it signed the old sums
         if manifest_text is not None:  # else the lock keeps the release manifest it had
             self.lock.manifest = redact_url(manifest_text)  # a repo URL's password stays out of the bundle
         self.lock.platforms = self.platforms

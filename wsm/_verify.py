@@ -44,6 +44,7 @@ class VerifyReport:
     blobs_checked: int = 0
     charts_checked: int = 0
     tool_checked: bool = False  # tools/wsm.pyz, against SHA256SUMS and the lock
+    signature_checked: bool = False  # SHA256SUMS.sig against SHA256SUMS, with the key given
     problems: list[Problem] = field(default_factory=list)  # broken files and blobs, in SHA256SUMS order
     missing: list[str] = field(default_factory=list)  # listed in SHA256SUMS, not on disk
     unlisted: list[str] = field(default_factory=list)  # on disk, not in SHA256SUMS (not an error)
@@ -63,15 +64,15 @@ class VerifyReport:
 
 def verify(
     bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None,
-    expect: str | None = None,
+    expect: str | None = None, key: Path | None = None,
 ) -> VerifyReport:
     """Check every file and blob of an opened bundle; with `expect` (`sha256:<hex>`), first that the bundle's
-    root digest is that one.
+    root digest is that one; with `key` (a PEM public key), first that SHA256SUMS.sig signs SHA256SUMS.
 
-    Raises DigestMismatch naming both root digests; CorruptBundle (with `.report`) naming the first broken or
+    Raises DigestMismatch naming both root digests; SignatureError; CorruptBundle (with `.report`) naming the first broken or
     missing file; BundleError when the last download left images or charts out, unless `allow_incomplete`.
     """
-    sums, present, report = _start(bundle, expect)
+    sums, present, report = _start(bundle, expect, key)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
     progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
@@ -106,13 +107,20 @@ def check_before_push(bundle: Bundle) -> VerifyReport:
     return report
 
 
-def _start(bundle: Bundle, expect: str | None = None) -> tuple[dict[str, str], set[str], VerifyReport]:
-    """SHA256SUMS, the files present, and a report with the root digest (compared with `expect` first) and
-    what is missing and unlisted."""
+def _start(
+    bundle: Bundle, expect: str | None = None, key: Path | None = None
+) -> tuple[dict[str, str], set[str], VerifyReport]:
+    """SHA256SUMS, the files present, and a report with the root digest (compared with `expect` first, and
+    SHA256SUMS checked against its signature with `key`) and what is missing and unlisted."""
     data = read_checksums_file(bundle.dir.sums_path)
     report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
     if expect is not None:
         _check_root(report, expect)
+    if key is not None:
+        from ._sign import check_signature
+
+        check_signature(bundle.root, data, key)
+        report.signature_checked = True
     sums = parse_checksums(data, bundle.dir.sums_path)
     present = set(bundle.dir.files())
     report.missing = [name for name in sums if name not in present]
