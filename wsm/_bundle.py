@@ -210,6 +210,9 @@ def _known_digests(lock: BundleLock) -> dict[str, FileDigest]:
         known[image.file] = FileDigest(image.file_size, image.file_sha256)
     for chart in lock.charts.values():
         known[chart.file] = FileDigest(chart.size, chart.digest.removeprefix("sha256:"))
+    entries: list[BundleImage | BundleChart] = [*lock.images.values(), *lock.charts.values()]
+    for entry in entries:
+        known.update({part.file: FileDigest(part.size, part.sha256) for part in entry.parts})  # hashed as split
     if lock.tool is not None:
         known[lock.tool.file] = FileDigest(lock.tool.size, lock.tool.sha256)
     return known

@@ -25,6 +25,7 @@ from ._format import human_bytes
 from ._http import TransportOptions
 from ._manifest import ReleaseManifest, load_manifest
 from ._model import ResolvedImage
+from ._parts import MEDIA
 from ._remote import Platform, RegistryClient, RegistryOptions
 from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
 from ._values import Values, load_values_file, merge, parse_set
@@ -369,6 +370,10 @@ def _add_download(commands: Commands) -> None:
     add_quiet_and_output(parser)
     parser.add_argument("--allow-invalid", action="store_true",
                         help="go on when values hold image references that do not parse (they are not carried)")
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument("--max-file-size", type=_size, metavar="SIZE",
+                       help="store image tarballs and charts larger than SIZE (4GiB, 700MB, bytes) as NAME.part-NNN")
+    media.add_argument("--media", choices=sorted(MEDIA), help="the medium's limit by name: fat32 = 4 GiB - 1")
     parser.add_argument("--sign-key", type=Path, metavar="KEY.pem",
                         help="sign the finished bundle with this EC P-256 private key (writes SHA256SUMS.sig)")
     parser.set_defaults(handler=run_download)
@@ -392,6 +397,15 @@ def _non_empty(text: str) -> str:
 
 def _non_empty_path(text: str) -> Path:
     return Path(_non_empty(text))
+
+
+def _size(text: str) -> int:
+    from ._parts import parse_size
+
+    try:
+        return parse_size(text)
+    except WsmError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def _positive(text: str) -> int:
@@ -426,8 +440,10 @@ def run_download(args: argparse.Namespace) -> int:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
-            on_image_done=None if quiet else _tick,
+            on_image_done=None if quiet else _tick, max_file_size=args.max_file_size or MEDIA.get(args.media or ""),
         )
+    for note in report.notes:
+        _say(quiet, f"wsm: note: {note}")
     if args.sign_key is not None and report.root_digest:
         from ._sign import sign_bundle
 

@@ -57,6 +57,28 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """One part of a file stored in parts (`NAME.part-000`, ...) to fit a medium's file-size limit."""
+
+    file: str  # relative to the bundle, beside where the whole file would be
+    size: int
+    sha256: str  # hex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str, directory: str) -> FilePart:
+        read = _Reader(data, where)
+        return cls(file=read.file("file", directory), size=read.integer("size"), sha256=read.string("sha256"))
+
+
+def _parts(read: _Reader, directory: str) -> tuple[FilePart, ...]:
+    return tuple(FilePart.from_dict(item, f"{read.where}.parts[{i}]", directory)
+                 for i, item in enumerate(read.items("parts")))
+
+
+@dataclass(frozen=True)
 class BundleImage:
     """One image tarball in the bundle and where it came from."""
 
@@ -76,6 +98,7 @@ class BundleImage:
     in_release: bool = True  # asked for by the last download run (False: kept from an earlier run)
     downloaded: str = ""
     note: str | None = None  # set when the top is not the upstream image as is
+    parts: tuple[FilePart, ...] = ()  # when stored in parts: `file` itself is absent, these hold its bytes
 
     @property
     def key(self) -> str:
@@ -106,6 +129,8 @@ class BundleImage:
         }
         if self.note is not None:
             data["note"] = self.note
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
         return data
 
     @classmethod
@@ -129,6 +154,7 @@ class BundleImage:
             in_release=read.boolean("in_release", True),
             downloaded=read.string("downloaded", ""),
             note=read.optional_string("note"),
+            parts=_parts(read, IMAGES_DIR),
         )
 
 
@@ -145,6 +171,7 @@ class BundleChart:
     size: int
     release: str | None = None  # the Helm release name the runbook installs it as
     in_release: bool = True
+    parts: tuple[FilePart, ...] = ()  # when stored in parts: `file` itself is absent, these hold its bytes
 
     @property
     def key(self) -> str:
@@ -158,6 +185,8 @@ class BundleChart:
         if self.release is not None:
             data["release"] = self.release
         data["in_release"] = self.in_release
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
         return data
 
     @classmethod
@@ -173,6 +202,7 @@ class BundleChart:
             size=read.integer("size"),
             release=read.optional_string("release") and read.checked("release", _names.release_name),
             in_release=read.boolean("in_release", True),
+            parts=_parts(read, CHARTS_DIR),
         )
 
 

@@ -28,7 +28,7 @@ from ._http import TransportOptions
 from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
                        write_install_files)
 from ._layout import blob_member, tar_members
-from ._lock import BundleChart, BundleImage
+from ._lock import BundleChart, BundleImage, FilePart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._nodefiles import NodeFiles, node_files, write_node_files
@@ -39,7 +39,8 @@ from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validat
 from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
 from ._reference import Reference
-from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
+from ._parts import opener_for, segments
+from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain
 from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
@@ -143,14 +144,19 @@ def push_images(
 
 
 class _Tarball:
-    """An image tarball of the bundle, read in place: blobs are segments of the file, never extracted."""
+    """An image tarball of the bundle, read in place: blobs are segments of the file (or of its parts, when it is
+    stored in parts), never extracted."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, parts: Sequence[FilePart] = ()):
         self.path = path
-        require_regular_file(path)  # a FIFO or a link to /dev/zero is refused before it is opened
-        self.members = tar_members(path)
+        self.root = path.parent.parent  # the lock keeps every image file directly under images/
+        self.parts = tuple(parts)
+        self.opener = opener_for(self.root, self.parts)
+        for file in [self.root / part.file for part in self.parts] or [path]:
+            require_regular_file(file)  # a FIFO or a link to /dev/zero is refused before it is opened
+        self.members = tar_members(path, self.opener)
 
-    def segment(self, descriptor: Descriptor) -> FileSegment:
+    def segment(self, descriptor: Descriptor) -> FileSegment | SegmentChain:
         name = blob_member(descriptor.digest)
         if name not in self.members:
             raise BundleError(f"{self.path.name}: blob {descriptor.digest} is missing; run wsm verify, then download "
@@ -159,15 +165,18 @@ class _Tarball:
         if size != descriptor.size:
             raise BundleError(f"{self.path.name}: blob {descriptor.digest} holds {size} bytes, not {descriptor.size}",
                               path=self.path)
+        if self.parts:
+            return segments(self.root, self.parts, offset, size)
         return FileSegment(self.path, offset, size)
 
     def manifest(self, descriptor: Descriptor) -> Manifest:
         """A manifest or index of the tarball, checked against its digest (push reads no blob twice, and
         these are read before any blob is sent)."""
-        segment = self.segment(descriptor)
-        with open(self.path, "rb") as handle:
-            handle.seek(segment.offset)
-            raw = handle.read(segment.size)
+        self.segment(descriptor)  # there, at its size
+        offset, size = self.members[blob_member(descriptor.digest)]
+        with self.opener() if self.opener is not None else open(self.path, "rb") as handle:
+            handle.seek(offset)
+            raw = handle.read(size)
         actual = "sha256:" + hashlib.sha256(raw).hexdigest()
         if actual != descriptor.digest:  # blobs the registry checks as they arrive; what push parses, it checks
             raise DigestMismatch(f"{self.path.name}: manifest {descriptor.digest} hashes to {actual}; run wsm verify",
@@ -190,7 +199,7 @@ class _ImagePusher:
         if tag is None:
             self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
-        tarball = _Tarball(path)
+        tarball = _Tarball(path, entry.parts)
         top_manifest = tarball.manifest(entry.top)
         children = [tarball.manifest(child) for child in top_manifest.children()]
         for manifest in children + [top_manifest]:  # an index only after every manifest it names

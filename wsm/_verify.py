@@ -18,8 +18,9 @@ from typing import Any
 
 from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
-from ._layout import TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import BundleChart, BundleImage, BundleTool, Failure
+from ._layout import Opener, TarScan, blob_member, hash_file, scan_image_tar
+from ._lock import BundleChart, BundleImage, BundleTool, Failure, FilePart
+from ._parts import PartsOpener
 from ._progress import NO_PROGRESS, Progress
 
 
@@ -75,7 +76,7 @@ def verify(
     sums, present, report = _start(bundle, expect, key)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
-    progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
+    progress.expect(sum(_bytes_on_disk(bundle, name) for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
     for outcome in outcomes:
@@ -101,6 +102,8 @@ def check_before_push(bundle: Bundle) -> VerifyReport:
         image = images.get(name)
         if image is None:
             _merge(report, check(NO_PROGRESS.advance))
+        elif image.parts:
+            _merge(report, _check_part_sizes(bundle, image, sums))
         else:
             _merge(report, _check_size(bundle.root / name, name, sums[name], image))
     _raise_for(report, allow_incomplete=False)
@@ -139,6 +142,30 @@ def _check_size(path: Path, name: str, expected: str, image: BundleImage) -> _Ou
     elif expected != image.file_sha256:
         outcome.problems.append(Problem(name, f"SHA256SUMS says {expected}, the lock says {image.file_sha256}"))
     return outcome
+
+
+def _check_part_sizes(bundle: Bundle, image: BundleImage, sums: Mapping[str, str]) -> _Outcome:
+    """An image tarball stored in parts, by what can be known without reading them."""
+    outcome = _Outcome(image=True)
+    for part in image.parts:
+        status = os.lstat(bundle.root / part.file)
+        if not stat.S_ISREG(status.st_mode):
+            outcome.problems.append(Problem(part.file, "is not a regular file (a link, a FIFO or a device); copy the "
+                                                       "real file"))
+        elif status.st_size != part.size:
+            outcome.problems.append(Problem(part.file, f"{status.st_size} bytes, the lock says {part.size}"))
+        elif sums[part.file] != part.sha256:
+            outcome.problems.append(Problem(part.file, f"SHA256SUMS says {sums[part.file]}, the lock says {part.sha256}"))
+    return outcome
+
+
+def _bytes_on_disk(bundle: Bundle, name: str) -> int:
+    """What checking `name` reads: the file, or the parts of a tarball stored in parts."""
+    path = bundle.root / name
+    if os.path.lexists(path):
+        return os.lstat(path).st_size
+    return sum(os.lstat(bundle.root / part.file).st_size for entry in bundle.lock.images.values()
+               if entry.file == name for part in entry.parts)
 
 
 _ROOT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -184,14 +211,20 @@ Check = Callable[[Tick], _Outcome]
 def _file_checks(bundle: Bundle, sums: Mapping[str, str], present: set[str]) -> dict[str, Check]:
     images = {entry.file: entry for entry in bundle.lock.images.values()}
     charts = {entry.file: entry for entry in bundle.lock.charts.values()}
+    image_parts = {part.file: entry for entry in images.values() for part in entry.parts}
+    chart_parts = {part.file: part for entry in charts.values() for part in entry.parts}
     tool = bundle.lock.tool
     checks: dict[str, Check] = {}
     for name, expected in sums.items():
-        if name not in present:
+        if name not in present or name in image_parts:  # a tarball's parts are read as the tarball, below
             continue
         path = bundle.root / name
-        locked = _Locked(chart=charts.get(name), tool=tool if tool is not None and tool.file == name else None)
+        locked = _Locked(chart=charts.get(name), tool=tool if tool is not None and tool.file == name else None,
+                         part=chart_parts.get(name))
         checks[name] = _check_for(path, name, expected, images.get(name), locked)
+    for image in dict.fromkeys(image_parts.values()):
+        if all(part.file in present and part.file in sums for part in image.parts):
+            checks[image.file] = _check_parted_image(bundle, image, sums)
     return checks
 
 
@@ -201,11 +234,14 @@ class _Locked:
 
     chart: BundleChart | None = None
     tool: BundleTool | None = None
+    part: FilePart | None = None  # a part of a chart stored in parts
 
     @property
     def sha256(self) -> str | None:
         if self.chart is not None:
             return self.chart.digest.removeprefix("sha256:")
+        if self.part is not None:
+            return self.part.sha256
         return self.tool.sha256 if self.tool is not None else None
 
 
@@ -232,11 +268,40 @@ def _check_file(path: Path, name: str, expected: str, locked: _Locked, tick: Tic
     return outcome
 
 
-def _check_image(path: Path, name: str, expected: str, image: BundleImage, tick: Tick) -> _Outcome:
+def _check_parted_image(bundle: Bundle, image: BundleImage, sums: Mapping[str, str]) -> Check:
+    """A tarball stored in parts, read across them in one pass: blobs and the whole file against the lock, and
+    each part (hashed in the same pass) against SHA256SUMS and the lock."""
+
+    def check(tick: Tick) -> _Outcome:
+        for part in image.parts:
+            if not stat.S_ISREG(os.lstat(bundle.root / part.file).st_mode):
+                detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
+                return _Outcome(image=True, problems=[Problem(part.file, detail)])
+        opener = PartsOpener(bundle.root, image.parts)
+        try:
+            outcome = _check_image(bundle.path(image), image.file, image.file_sha256, image, tick, opener)
+        except BundleError as error:  # a part shorter than the lock says
+            return _Outcome(image=True, problems=[Problem(image.file, error.message)])
+        digests = opener.last.part_sha256s() if opener.last is not None else []
+        part_problems = []
+        for part, actual in zip(image.parts, digests):
+            if actual != sums[part.file]:
+                part_problems.append(Problem(part.file, f"sha256 is {actual}, SHA256SUMS says {sums[part.file]}"))
+            elif actual != part.sha256:
+                part_problems.append(Problem(part.file, f"sha256 is {actual}, the lock says {part.sha256}"))
+        outcome.problems[:0] = part_problems
+        return outcome
+
+    return check
+
+
+def _check_image(
+    path: Path, name: str, expected: str, image: BundleImage, tick: Tick, opener: Opener | None = None
+) -> _Outcome:
     try:
-        scan = scan_image_tar(path, tick)
+        scan = scan_image_tar(path, tick, opener)
     except TarballError as error:
-        return _Outcome(bytes=path.stat().st_size, image=True, problems=[Problem(name, error.detail)])
+        return _Outcome(bytes=image.file_size, image=True, problems=[Problem(name, error.detail)])
     outcome = _Outcome(bytes=scan.size, image=True, blobs=len(scan.blobs))
     # Blob problems first: they say which part of the file is damaged, which the whole-file sum cannot.
     outcome.problems += _blob_problems(name, scan, image)
@@ -285,7 +350,8 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
 
 def _unlisted_lock_entries(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
     lock = bundle.lock
-    files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
+    entries: list[BundleImage | BundleChart] = [*lock.images.values(), *lock.charts.values()]
+    files = [part.file for entry in entries for part in entry.parts] + [e.file for e in entries if not e.parts]
     files += [lock.tool.file] if lock.tool is not None else []
     unlisted = [file for file in sorted(files) if file not in sums]
     problems = [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]
