@@ -203,3 +203,29 @@ def test_a_parted_file_reads_and_seeks_as_the_whole(tmp_path):
     parted.seek(0)
     parted.read()
     assert parted.part_sha256s() == [hashlib.sha256(path.read_bytes()).hexdigest() for path, _ in files]
+
+
+def test_a_chart_in_parts_publishes_and_the_bundles_tool_pushes_it(registry, helm_repo, tmp_path):
+    """A chart above the size is stored in parts too; the bundle's own wsm.pyz (no site-packages) verifies and
+    pushes the bundle, and the published chart is byte for byte the one downloaded."""
+    from support import DEBIAN_PYTHON, run_tool
+
+    make_image(registry, "parts/small", tmp_path, tag="1.0")
+    chart = write_chart(tmp_path / "src" / "big", {"apiVersion": "v2", "name": "big", "version": "1.0.0"},
+                        {"image": f"{registry.host}/parts/small:1.0"})
+    (chart / "files").mkdir()
+    (chart / "files" / "blob.bin").write_bytes(hashlib.shake_256(b"big chart").digest(400_000))  # incompressible
+    bundle = tmp_path / "bundle"
+    result = wsm("download", "--chart", str(package(chart, tmp_path / "pkg")), "--bundle", str(bundle),
+                 "--plain-http", "--max-file-size", "300KB", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (locked,) = lock_of(bundle)["charts"]
+    assert len(locked["parts"]) == 2 and not (bundle / locked["file"]).exists()
+    pyz = bundle / "tools" / "wsm.pyz"
+    assert run_tool(DEBIAN_PYTHON, pyz, "verify", str(bundle), cwd=tmp_path).returncode == 0
+    pushed = run_tool(DEBIAN_PYTHON, pyz, "push", "--bundle", str(bundle), "--registry", f"{registry.host}/big",
+                      "--helm-repo", f"{helm_repo.url}/big", "--plain-http", "-o", "json", cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr
+    (moved,) = json.loads(pushed.stdout)["charts"]
+    served = subprocess.run(["curl", "-sf", moved["target"]], capture_output=True)
+    assert served.returncode == 0 and "sha256:" + hashlib.sha256(served.stdout).hexdigest() == locked["digest"]

@@ -9,6 +9,7 @@ repository of the same registry has is mounted. A tag that exists with another d
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -490,15 +491,16 @@ def _namespace(entry: ChartEntry) -> str:
 def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
                        secret: str, helm: str | None) -> PullSecretReport:
     """Render every chart with the values just written; name the pod specs that would pull without the secret."""
-    archives = {chart.name: bundle.path(chart) for chart in bundle.lock.release_charts()}
     by_chart = {file.chart: file for file in files}
-    targets = []
-    for entry in release.charts:
-        document = yaml.safe_load(by_chart[entry.name].path.read_text())
-        values = get_path(document, entry.resource.values_path) if entry.resource else document
-        targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {}, entry.release or entry.name,
-                                    _namespace(entry)))
-    report = check_rendered(secret, registry_host, targets, helm)
+    with tempfile.TemporaryDirectory(prefix="wsm-secret-") as work:
+        archives = {chart.name: _chart_file(bundle, chart, Path(work)) for chart in bundle.lock.release_charts()}
+        targets = []
+        for entry in release.charts:
+            document = yaml.safe_load(by_chart[entry.name].path.read_text())
+            values = get_path(document, entry.resource.values_path) if entry.resource else document
+            targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {},
+                                        entry.release or entry.name, _namespace(entry)))
+        report = check_rendered(secret, registry_host, targets, helm)
     report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
     return report
 
@@ -548,10 +550,20 @@ def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile
     if not helm_available(helm):
         return "skipped: helm was not found, so the written values were not rendered to prove them"
     by_name = {c.name: c for c in bundle.lock.release_charts()}
-    archives = {entry.name: bundle.path(by_name[entry.source.chart]) for entry in release.charts
-                if entry.source.chart in by_name}
-    proofs = prove_install(release, files, archives, images, targets, helm)
+    with tempfile.TemporaryDirectory(prefix="wsm-proof-") as work:
+        archives = {entry.name: _chart_file(bundle, by_name[entry.source.chart], Path(work))
+                    for entry in release.charts if entry.source.chart in by_name}
+        proofs = prove_install(release, files, archives, images, targets, helm)
     return proof_summary(proofs)
+
+
+def _chart_file(bundle: Bundle, locked: BundleChart, work: Path) -> Path:
+    """A path helm can read the chart from: its file, or (stored in parts) a copy in `work`."""
+    if not locked.parts:
+        return bundle.path(locked)
+    copy = work / Path(locked.file).name
+    copy.write_bytes(_chart_archive(bundle, locked))
+    return copy
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
@@ -603,7 +615,12 @@ def _push_charts(
 
 def _chart_archive(bundle: Bundle, locked: BundleChart) -> bytes:
     """The chart's archive, read only from a regular file and only when it is what the lock recorded."""
-    archive = read_regular_file(bundle.path(locked), MAX_CHART_BYTES)  # refuses links, FIFOs and devices
+    # read_regular_file refuses links, FIFOs and devices; a chart in parts is small enough to join in memory.
+    files = [bundle.root / part.file for part in locked.parts] or [bundle.path(locked)]
+    archive = b"".join(read_regular_file(path, MAX_CHART_BYTES) for path in files)
+    if len(archive) > MAX_CHART_BYTES:
+        raise BundleError(f"{locked.file}: its parts hold more than {MAX_CHART_BYTES} bytes; it is not the chart "
+                          "the lock records", path=bundle.path(locked))
     actual = "sha256:" + hashlib.sha256(archive).hexdigest()
     if actual != locked.digest:
         raise DigestMismatch(f"{locked.file}: sha256 is {actual}, the lock says {locked.digest}; run wsm verify",
