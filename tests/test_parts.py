@@ -229,3 +229,18 @@ def test_a_chart_in_parts_publishes_and_the_bundles_tool_pushes_it(registry, hel
     (moved,) = json.loads(pushed.stdout)["charts"]
     served = subprocess.run(["curl", "-sf", moved["target"]], capture_output=True)
     assert served.returncode == 0 and "sha256:" + hashlib.sha256(served.stdout).hexdigest() == locked["digest"]
+
+
+def test_a_file_fat32_cannot_hold_gets_a_note_only_from_4_gib():
+    from wsm._parts import size_note
+
+    assert size_note("images/a.tar", FAT32_MAX) is None
+    note = size_note("images/a.tar", FAT32_MAX + 1)
+    assert note is not None and "images/a.tar" in note and "FAT32" in note
+
+
+def test_verify_notes_a_signature_it_was_not_asked_to_check(release, tmp_path):
+    bundle = copied(release, tmp_path)
+    (bundle / "SHA256SUMS.sig").write_text("MEQ=")
+    result = wsm("verify", str(bundle))
+    assert result.returncode == 0 and "give --key PUB.pem" in result.stdout, result.stderr

@@ -375,7 +375,8 @@ def _add_download(commands: Commands) -> None:
                        help="store image tarballs and charts larger than SIZE (4GiB, 700MB, bytes) as NAME.part-NNN")
     media.add_argument("--media", choices=sorted(MEDIA), help="the medium's limit by name: fat32 = 4 GiB - 1")
     parser.add_argument("--sign-key", type=Path, metavar="KEY.pem",
-                        help="sign the finished bundle with this EC P-256 private key (writes SHA256SUMS.sig)")
+                        help="sign the finished bundle with this EC P-256 private key, not encrypted (writes "
+                             "SHA256SUMS.sig; an encrypted key: wsm sign --key-password-stdin afterwards)")
     parser.set_defaults(handler=run_download)
 
 
@@ -570,6 +571,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
         if report.signature_checked:
             print(f"signature SHA256SUMS.sig verifies with {args.key}")
+        elif (args.bundle / "SHA256SUMS.sig").exists():
+            print("note: the bundle is signed (SHA256SUMS.sig); give --key PUB.pem to check the signature")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
     return 0

@@ -49,7 +49,7 @@ from ._lock import (
     platform_names,
 )
 from ._model import ResolvedChart, ResolvedImage, merge_images
-from ._parts import WARN_SIZE, remove_parts, split_file, stored_whole
+from ._parts import remove_parts, size_note, split_file, stored_whole
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
@@ -510,9 +510,9 @@ class _Run:
             whole.unlink()
         else:
             remove_parts(self.bundle.root, file)  # of an earlier split, now replaced by the whole file
-            if size > WARN_SIZE:
-                notes.append(f"{file} is {human_bytes(size)}: larger than a FAT32 medium holds (4 GiB); store it in "
-                             "parts if the bundle goes on one")
+            note = size_note(file, size)
+            if note is not None:
+                notes.append(note)
 
 
 def _disk_error(number: int | None, where: Path | str, reason: str | None = None) -> BundleError:

@@ -50,6 +50,14 @@ def parse_size(text: str) -> int:
     return size
 
 
+def size_note(file: str, size: int) -> str | None:
+    """A note for a file that no FAT32 medium holds, when no limit was asked for."""
+    if size < WARN_SIZE:
+        return None
+    return (f"{file} is {size / GiB:.1f} GiB: larger than a FAT32 medium holds (4 GiB - 1 bytes); store it in parts "
+            "if the bundle goes on one")
+
+
 def part_file(file: str, index: int) -> str:
     return f"{file}.part-{index:03d}"
 
