@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-apt_packages=(docker-registry nginx skopeo docker.io containerd podman apache2-utils unzip)
+apt_packages=(docker-registry nginx skopeo docker.io containerd podman apache2-utils unzip openssl)
 PYTHON=${PYTHON:-python3}
 # Debian's python3 makes venvs only with python3-venv; a pyenv or other interpreter carries its own ensurepip.
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)

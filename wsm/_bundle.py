@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 LOCK_FILE = "wsm.lock.json"
 SUMS_FILE = "SHA256SUMS"
+SIG_FILE = "SHA256SUMS.sig"  # signs SHA256SUMS, so it is outside it (see _sign)
 WORK_DIR = ".wsm-partial"
 _SAFE_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")  # what exFAT, NTFS/Windows, ext4 and macOS all accept
 _MAX_STEM = 180  # leaves room under the 255-character limit for a hash suffix and the extension
@@ -114,6 +115,7 @@ class BundleDir:
         self.blobs = self.work / "blobs"
         self.lock_path = self.root / LOCK_FILE
         self.sums_path = self.root / SUMS_FILE
+        self.signature_path = self.root / SIG_FILE
 
     def prepare(self) -> None:
         """Create the directories a download writes into; one clear line if that is not possible."""
@@ -139,13 +141,14 @@ class BundleDir:
         write_atomically(self.lock_path, lock.to_json())
 
     def files(self) -> list[str]:
-        """Every file of the bundle (relative, sorted), leaving out SHA256SUMS, the work area and partials."""
+        """Every file of the bundle (relative, sorted), leaving out SHA256SUMS, its signature, the work area and
+        partials."""
         found = []
         for directory, subdirectories, names in os.walk(self.root):
             subdirectories[:] = sorted(d for d in subdirectories if d != WORK_DIR)
             for name in names:
                 relative = Path(directory, name).relative_to(self.root).as_posix()
-                if relative != SUMS_FILE and not name.endswith(PARTIAL_SUFFIX):
+                if relative not in (SUMS_FILE, SIG_FILE) and not name.endswith(PARTIAL_SUFFIX):
                     found.append(relative)
         return sorted(found)
 
@@ -207,6 +210,9 @@ def _known_digests(lock: BundleLock) -> dict[str, FileDigest]:
         known[image.file] = FileDigest(image.file_size, image.file_sha256)
     for chart in lock.charts.values():
         known[chart.file] = FileDigest(chart.size, chart.digest.removeprefix("sha256:"))
+    entries: list[BundleImage | BundleChart] = [*lock.images.values(), *lock.charts.values()]
+    for entry in entries:
+        known.update({part.file: FileDigest(part.size, part.sha256) for part in entry.parts})  # hashed as split
     if lock.tool is not None:
         known[lock.tool.file] = FileDigest(lock.tool.size, lock.tool.sha256)
     return known

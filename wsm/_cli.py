@@ -25,6 +25,7 @@ from ._format import human_bytes
 from ._http import TransportOptions
 from ._manifest import ReleaseManifest, load_manifest
 from ._model import ResolvedImage
+from ._parts import MEDIA
 from ._remote import Platform, RegistryClient, RegistryOptions
 from ._resolve import Resolution, ResolveOptions, resolve, resolve_for_bundle
 from ._values import Values, load_values_file, merge, parse_set
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(commands)
     _add_download(commands)
     _add_verify(commands)
+    _add_sign(commands)
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
@@ -377,6 +379,13 @@ def _add_download(commands: Commands) -> None:
     parser.add_argument("--since", type=Path, metavar="OLD",
                         help="a delta bundle: leave out the layers OLD holds (a bundle directory, its wsm.lock.json, "
                              "or a wsm inventory file)")
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument("--max-file-size", type=_size, metavar="SIZE",
+                       help="store image tarballs and charts larger than SIZE (4GiB, 700MB, bytes) as NAME.part-NNN")
+    media.add_argument("--media", choices=sorted(MEDIA), help="the medium's limit by name: fat32 = 4 GiB - 1")
+    parser.add_argument("--sign-key", type=Path, metavar="KEY.pem",
+                        help="sign the finished bundle with this EC P-256 private key, not encrypted (writes "
+                             "SHA256SUMS.sig; an encrypted key: wsm sign --key-password-stdin afterwards)")
     parser.set_defaults(handler=run_download)
 
 
@@ -400,6 +409,15 @@ def _non_empty_path(text: str) -> Path:
     return Path(_non_empty(text))
 
 
+def _size(text: str) -> int:
+    from ._parts import parse_size
+
+    try:
+        return parse_size(text)
+    except WsmError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
@@ -412,6 +430,10 @@ def run_download(args: argparse.Namespace) -> int:
 
     base = read_base(args.since) if args.since else None
     platforms = None if args.all_platforms else [Platform.parse(p) for p in (args.platform or [DEFAULT_PLATFORM])]
+    if args.sign_key is not None:  # a key that cannot sign fails now, not after the download
+        from ._sign import load_private_key
+
+        load_private_key(args.sign_key)
     release = select_release(args)
     how = resolve_options(args, release)
     resolution = resolve_for_bundle(release, how)
@@ -435,7 +457,14 @@ def run_download(args: argparse.Namespace) -> int:
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
             on_image_done=None if quiet else _tick, base=base,
+            max_file_size=args.max_file_size or MEDIA.get(args.media or ""),
         )
+    for note in report.notes:
+        _say(quiet, f"wsm: note: {note}")
+    if args.sign_key is not None and report.root_digest:
+        from ._sign import sign_bundle
+
+        _say(quiet, f"wsm: signed SHA256SUMS: {sign_bundle(args.bundle, args.sign_key)}")
     if args.output == "json":
         print_data({**report.to_dict(), "invalid": _invalid_data(resolution)}, "json")
     else:
@@ -541,6 +570,8 @@ def _add_verify(commands: Commands) -> None:
     parser.add_argument("--base", type=Path, metavar="OLD",
                         help="a delta bundle's base bundle directory: verify it too, and that it holds every layer "
                              "the delta leaves to it")
+    parser.add_argument("--key", type=Path, metavar="PUB.pem",
+                        help="fail unless SHA256SUMS.sig is a signature of SHA256SUMS by this public key")
     add_quiet_and_output(parser)
     parser.set_defaults(handler=run_verify)
 
@@ -553,7 +584,7 @@ def run_verify(args: argparse.Namespace) -> int:
     base = read_base(args.base) if args.base else None
     with ProgressBar("verify", enabled=show_bar(quiet)) as bar:
         report = verify(Bundle.open(args.bundle), progress=bar, allow_incomplete=args.allow_incomplete,
-                        expect=args.expect, base=base)
+                        expect=args.expect, base=base, key=args.key)
     if args.output == "json":
         print_data(report.to_dict(), "json")
     else:
@@ -568,8 +599,37 @@ def run_verify(args: argparse.Namespace) -> int:
             if not report.base_checked:
                 for digest in report.from_base:
                     print(f"  {digest}")
+        if report.signature_checked:
+            print(f"signature SHA256SUMS.sig verifies with {args.key}")
+        elif (args.bundle / "SHA256SUMS.sig").exists():
+            print("note: the bundle is signed (SHA256SUMS.sig); give --key PUB.pem to check the signature")
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
+    return 0
+
+
+def _add_sign(commands: Commands) -> None:
+    parser = commands.add_parser("sign", help="sign a bundle's SHA256SUMS (writes SHA256SUMS.sig, as cosign sign-blob)")
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    parser.add_argument("--key", type=Path, required=True, metavar="KEY.pem",
+                        help="EC P-256 private key, PEM (PKCS#8 or SEC1, as openssl writes it)")
+    parser.add_argument("--key-password-stdin", action="store_true",
+                        help="read the password of an encrypted key from standard input")
+    parser.set_defaults(handler=run_sign)
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    from ._sign import sign_bundle
+
+    password = None
+    if args.key_password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n").encode()
+        if not password:
+            raise WsmError("--key-password-stdin: standard input held no password")
+    Bundle.open(args.bundle)  # one clear line when it is not a bundle
+    path = sign_bundle(args.bundle, args.key, password)
+    print(f"\u2713 wrote {path}: a signature of SHA256SUMS (check it with wsm verify --key PUB.pem, "
+          "cosign verify-blob or openssl dgst -sha256 -verify)")
     return 0
 
 

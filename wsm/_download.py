@@ -45,10 +45,12 @@ from ._lock import (
     BundleLock,
     Failure,
     FailureKind,
+    FilePart,
     chart_key,
     platform_names,
 )
 from ._model import ResolvedChart, ResolvedImage, merge_images
+from ._parts import remove_parts, size_note, split_file, stored_whole
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
@@ -125,6 +127,7 @@ class DownloadReport:
     root_digest: str | None = None  # sha256 of SHA256SUMS, once written
     base: str | None = None  # a delta bundle's base (its digest)
     bytes_from_base: int = 0  # a delta's layer bytes left to its base (each layer once)
+    notes: list[str] = field(default_factory=list)  # for the operator (a file too large for FAT32)
 
     @property
     def failures(self) -> list[ImageResult | ChartResult]:
@@ -146,6 +149,7 @@ class DownloadReport:
             "seconds": round(self.seconds, 3),
             "root_digest": self.root_digest,
             **({"base": self.base, "bytes_from_base": self.bytes_from_base} if self.base else {}),
+            "notes": self.notes,
         }
 
 
@@ -164,9 +168,11 @@ def download(
     manifest_text: str | None = None,
     on_image_done: Callable[[ImageResult], None] | None = None,
     base: DeltaBase | None = None,
+    max_file_size: int | None = None,
 ) -> DownloadReport:
     """Download `images` and `charts` into `bundle_dir`; `platforms` None keeps every platform. With `base`,
-    a delta bundle: the layers `base` holds are left out of the tarballs and recorded as the base's.
+    a delta bundle: the layers `base` holds are left out of the tarballs and recorded as the base's. Image
+    tarballs and charts larger than `max_file_size` are stored in parts (see _parts).
 
     Never raises for one image or chart (see the report); raises WsmError for bundle-level problems.
     Images already in the bundle from earlier runs stay, and stay in the lock with `in_release: false`.
@@ -178,6 +184,7 @@ def download(
     bundle.prepare()
     with _exclusive(bundle):
         run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done, base)
+        run.max_file_size = max_file_size
         report = run.execute(merge_images(images), list(charts), manifest_text)
     if bundle.sums_path.exists():
         report.root_digest = root_digest(bundle)
@@ -244,6 +251,7 @@ class _Run:
         self.fatal: BaseException | None = None
         self._lock_mutex = threading.Lock()
         self._callback_mutex = threading.Lock()
+        self.max_file_size: int | None = None
 
     def execute(
         self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None
@@ -253,6 +261,7 @@ class _Run:
         self.lock.base = self.base.record if self.base else None
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
+        self._guard_disk(lambda: self.bundle.signature_path.unlink(missing_ok=True))  # it signed the old sums
         if manifest_text is not None:  # else the lock keeps the release manifest it had
             self.lock.manifest = redact_url(manifest_text)  # a repo URL's password stays out of the bundle
         self.lock.platforms = self.platforms
@@ -291,7 +300,8 @@ class _Run:
         result.file = f"charts/{name}"
         dest = self.bundle.charts / name
         previous = self.lock.charts.get(key)
-        if previous and previous.digest == result.digest and dest.exists() and dest.stat().st_size == digest.size:
+        if previous and previous.digest == result.digest and previous.file == result.file and stored_whole(
+                self.bundle.root, previous.file, digest.size, previous.parts):
             result.status = Status.SKIPPED
         else:
             shutil.copyfile(chart.archive, partial_path(dest))
@@ -300,6 +310,7 @@ class _Run:
         entry = BundleChart(
             name=chart.name, version=chart.version, source=chart.source, group=chart.group, file=result.file,
             digest=result.digest, size=digest.size, release=chart.release,
+            parts=previous.parts if previous and result.status is Status.SKIPPED else (),
         )
         with self._lock_mutex:
             self.lock.charts[key] = entry
@@ -365,10 +376,9 @@ class _Run:
 
     def _still_complete(self, reference: Reference, previous: BundleImage) -> bool:
         """The tarball from an earlier run holds what the reference points at now, for the same platforms."""
-        path = self.bundle.root / previous.file
-        if platform_names(previous.requested_platforms) != self.requested or not path.exists():
+        if platform_names(previous.requested_platforms) != self.requested:
             return False
-        if path.stat().st_size != previous.file_size:
+        if not stored_whole(self.bundle.root, previous.file, previous.file_size, previous.parts):
             return False
         current = reference.digest
         if current is None:
@@ -476,6 +486,7 @@ class _Run:
             + [Failure(FailureKind.CHART, f"{r.name}-{r.version}", r.reason or "") for r in report.charts if not r.ok]
         )
         def write() -> None:
+            report.notes += self._fit_media()
             self.lock.tool = write_tool(self.bundle.root)  # the offline side's wsm, in the bundle it reads
             self.bundle.write_lock(self.lock)
             write_checksums(self.bundle, self.lock)
@@ -484,6 +495,38 @@ class _Run:
         if report.ok:  # nothing left to resume: the bundle holds only what belongs to it
             shutil.rmtree(self.bundle.work, ignore_errors=True)
         return sorted(key for key in self.lock.images if key not in asked)
+
+
+    def _fit_media(self) -> list[str]:
+        """Store every image tarball and chart above `max_file_size` in parts; without a limit, a note for each
+        file FAT32 could not hold. Files already in parts stay so (a rerun without the limit does not rejoin)."""
+        notes: list[str] = []
+        for key, image in list(self.lock.images.items()):
+            def keep_image(parts: tuple[FilePart, ...], key: str = key, image: BundleImage = image) -> None:
+                self.lock.images[key] = replace(image, parts=parts)
+
+            self._fit(image.file, image.file_size, image.parts, keep_image, notes)
+        for key, chart in list(self.lock.charts.items()):
+            def keep_chart(parts: tuple[FilePart, ...], key: str = key, chart: BundleChart = chart) -> None:
+                self.lock.charts[key] = replace(chart, parts=parts)
+
+            self._fit(chart.file, chart.size, chart.parts, keep_chart, notes)
+        return notes
+
+    def _fit(self, file: str, size: int, parts: tuple[FilePart, ...], record: Callable[[tuple[FilePart, ...]], None],
+             notes: list[str]) -> None:
+        whole = self.bundle.root / file
+        if parts:
+            whole.unlink(missing_ok=True)  # left by a kill after the lock listed the parts
+        elif self.max_file_size is not None and size > self.max_file_size:
+            record(split_file(self.bundle.root, file, self.max_file_size))
+            self.bundle.write_lock(self.lock)  # the parts are in place: now the lock may say so, then the whole goes
+            whole.unlink()
+        else:
+            remove_parts(self.bundle.root, file)  # of an earlier split, now replaced by the whole file
+            note = size_note(file, size)
+            if note is not None:
+                notes.append(note)
 
 
 def _disk_error(number: int | None, where: Path | str, reason: str | None = None) -> BundleError:

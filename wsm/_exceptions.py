@@ -146,3 +146,7 @@ class CorruptBundle(BundleError):
     def __init__(self, message: str, report: VerifyReport | None = None, *, path: Path | str | None = None):
         super().__init__(message, path=path)
         self.report = report
+
+
+class SignatureError(BundleError):
+    """A bundle signature (SHA256SUMS.sig) or key that is missing, unreadable or does not verify."""

@@ -504,9 +504,17 @@ class TarScan:
 _SMALL_MEMBERS = ("oci-layout", "index.json", "manifest.json")
 
 
-def scan_image_tar(path: Path, on_bytes: Callable[[int], None] | None = None) -> TarScan:
-    """Hash the whole file and every blob inside it in one sequential read, without extracting anything."""
-    members = _member_ranges(path)
+Opener = Callable[[], io.BufferedReader]  # opens a tarball stored otherwise than as one file (in parts: _parts)
+
+
+def _open(path: Path, opener: Opener | None) -> io.BufferedReader:
+    return opener() if opener is not None else open(path, "rb")
+
+
+def scan_image_tar(path: Path, on_bytes: Callable[[int], None] | None = None, opener: Opener | None = None) -> TarScan:
+    """Hash the whole file and every blob inside it in one sequential read, without extracting anything;
+    `opener` reads it when it is not the file `path` (which then only names it)."""
+    members = _member_ranges(path, opener)
     scan = TarScan(path=path)
     whole = hashlib.sha256()
     hashers = {name: hashlib.sha256() for name, _, _ in members}
@@ -515,7 +523,7 @@ def scan_image_tar(path: Path, on_bytes: Callable[[int], None] | None = None) ->
     view = memoryview(buffer)
     position = 0
     cursor = 0  # first member that may still overlap what is read next
-    with open(path, "rb") as handle:
+    with _open(path, opener) as handle:
         while count := handle.readinto(view):
             chunk = view[:count]
             whole.update(chunk)
@@ -544,10 +552,10 @@ def scan_image_tar(path: Path, on_bytes: Callable[[int], None] | None = None) ->
     return scan
 
 
-def _member_ranges(path: Path) -> list[tuple[str, int, int]]:
+def _member_ranges(path: Path, opener: Opener | None = None) -> list[tuple[str, int, int]]:
     """(name, data offset, size) of every regular member, in file order; headers only are read."""
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with _open(path, opener) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
             ranges = [(m.name, m.offset_data, m.size) for m in _regular_members(tar, path)]
     except (tarfile.TarError, EOFError) as error:
         raise TarballError(path, f"not a readable tar ({error}); download it again") from None
@@ -565,13 +573,13 @@ def _regular_members(tar: tarfile.TarFile, path: Path) -> Iterable[tarfile.TarIn
             raise TarballError(path, f"member {member.name!r} is neither a file nor a directory")
 
 
-def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> FileDigest:
-    """sha256 of a whole file, streamed."""
+def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None, opener: Opener | None = None) -> FileDigest:
+    """sha256 of a whole file, streamed (through `opener` when it is not the file `path`)."""
     hasher = hashlib.sha256()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     size = 0
-    with open(path, "rb") as handle:
+    with _open(path, opener) as handle:
         while count := handle.readinto(view):
             hasher.update(view[:count])
             size += count
@@ -580,6 +588,6 @@ def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> File
     return FileDigest(size, hasher.hexdigest())
 
 
-def tar_members(path: Path) -> dict[str, tuple[int, int]]:
+def tar_members(path: Path, opener: Opener | None = None) -> dict[str, tuple[int, int]]:
     """{member name: (data offset, size)} of a tarball's regular members, reading headers only."""
-    return {name: (offset, size) for name, offset, size in _member_ranges(path)}
+    return {name: (offset, size) for name, offset, size in _member_ranges(path, opener)}

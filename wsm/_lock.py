@@ -58,6 +58,28 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """One part of a file stored in parts (`NAME.part-000`, ...) to fit a medium's file-size limit."""
+
+    file: str  # relative to the bundle, beside where the whole file would be
+    size: int
+    sha256: str  # hex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str, directory: str) -> FilePart:
+        read = _Reader(data, where)
+        return cls(file=read.file("file", directory), size=read.integer("size"), sha256=read.string("sha256"))
+
+
+def _parts(read: _Reader, directory: str) -> tuple[FilePart, ...]:
+    return tuple(FilePart.from_dict(item, f"{read.where}.parts[{i}]", directory)
+                 for i, item in enumerate(read.items("parts")))
+
+
+@dataclass(frozen=True)
 class BundleImage:
     """One image tarball in the bundle and where it came from."""
 
@@ -79,6 +101,7 @@ class BundleImage:
     note: str | None = None  # set when the top is not the upstream image as is
     # A delta bundle's layers that the tarball leaves out because its base holds them (never configs/manifests).
     from_base: tuple[Descriptor, ...] = ()
+    parts: tuple[FilePart, ...] = ()  # when stored in parts: `file` itself is absent, these hold its bytes
 
     @property
     def key(self) -> str:
@@ -112,6 +135,8 @@ class BundleImage:
         if self.from_base:
             data["from_base"] = [{"digest": b.digest, "size": b.size, "mediaType": b.media_type}
                                  for b in self.from_base]
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
         return data
 
     @classmethod
@@ -136,6 +161,7 @@ class BundleImage:
             downloaded=read.string("downloaded", ""),
             note=read.optional_string("note"),
             from_base=tuple(read.descriptors("from_base")),
+            parts=_parts(read, IMAGES_DIR),
         )
 
 
@@ -152,6 +178,7 @@ class BundleChart:
     size: int
     release: str | None = None  # the Helm release name the runbook installs it as
     in_release: bool = True
+    parts: tuple[FilePart, ...] = ()  # when stored in parts: `file` itself is absent, these hold its bytes
 
     @property
     def key(self) -> str:
@@ -165,6 +192,8 @@ class BundleChart:
         if self.release is not None:
             data["release"] = self.release
         data["in_release"] = self.in_release
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
         return data
 
     @classmethod
@@ -180,6 +209,7 @@ class BundleChart:
             size=read.integer("size"),
             release=read.optional_string("release") and read.checked("release", _names.release_name),
             in_release=read.boolean("in_release", True),
+            parts=_parts(read, CHARTS_DIR),
         )
 
 

@@ -9,6 +9,7 @@ repository of the same registry has is mounted. A tag that exists with another d
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from ._http import TransportOptions
 from ._install import (ChartLocation, InstallFile, chart_overrides, install_file_path, pull_secret_values,
                        write_install_files)
 from ._layout import blob_member, tar_members
-from ._lock import BaseRecord, BundleChart, BundleImage
+from ._lock import BaseRecord, BundleChart, BundleImage, FilePart
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedImage
 from ._nodefiles import NodeFiles, node_files, write_node_files
@@ -40,7 +41,8 @@ from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validat
 from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
 from ._reference import Reference
-from ._remote import Descriptor, FileSegment, Manifest, RegistryClient
+from ._parts import opener_for, segments
+from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain
 from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook, tool_program
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
@@ -145,14 +147,19 @@ def push_images(
 
 
 class _Tarball:
-    """An image tarball of the bundle, read in place: blobs are segments of the file, never extracted."""
+    """An image tarball of the bundle, read in place: blobs are segments of the file (or of its parts, when it is
+    stored in parts), never extracted."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, parts: Sequence[FilePart] = ()):
         self.path = path
-        require_regular_file(path)  # a FIFO or a link to /dev/zero is refused before it is opened
-        self.members = tar_members(path)
+        self.root = path.parent.parent  # the lock keeps every image file directly under images/
+        self.parts = tuple(parts)
+        self.opener = opener_for(self.root, self.parts)
+        for file in [self.root / part.file for part in self.parts] or [path]:
+            require_regular_file(file)  # a FIFO or a link to /dev/zero is refused before it is opened
+        self.members = tar_members(path, self.opener)
 
-    def segment(self, descriptor: Descriptor) -> FileSegment:
+    def segment(self, descriptor: Descriptor) -> FileSegment | SegmentChain:
         name = blob_member(descriptor.digest)
         if name not in self.members:
             raise BundleError(f"{self.path.name}: blob {descriptor.digest} is missing; run wsm verify, then download "
@@ -161,15 +168,18 @@ class _Tarball:
         if size != descriptor.size:
             raise BundleError(f"{self.path.name}: blob {descriptor.digest} holds {size} bytes, not {descriptor.size}",
                               path=self.path)
+        if self.parts:
+            return segments(self.root, self.parts, offset, size)
         return FileSegment(self.path, offset, size)
 
     def manifest(self, descriptor: Descriptor) -> Manifest:
         """A manifest or index of the tarball, checked against its digest (push reads no blob twice, and
         these are read before any blob is sent)."""
-        segment = self.segment(descriptor)
-        with open(self.path, "rb") as handle:
-            handle.seek(segment.offset)
-            raw = handle.read(segment.size)
+        self.segment(descriptor)  # there, at its size
+        offset, size = self.members[blob_member(descriptor.digest)]
+        with self.opener() if self.opener is not None else open(self.path, "rb") as handle:
+            handle.seek(offset)
+            raw = handle.read(size)
         actual = "sha256:" + hashlib.sha256(raw).hexdigest()
         if actual != descriptor.digest:  # blobs the registry checks as they arrive; what push parses, it checks
             raise DigestMismatch(f"{self.path.name}: manifest {descriptor.digest} hashes to {actual}; run wsm verify",
@@ -193,7 +203,7 @@ class _ImagePusher:
         if tag is None:
             self.progress.advance(sum(blob.size for blob in entry.blobs))
             return
-        tarball = _Tarball(path)
+        tarball = _Tarball(path, entry.parts)
         top_manifest = tarball.manifest(entry.top)
         children = [tarball.manifest(child) for child in top_manifest.children()]
         for manifest in children + [top_manifest]:  # an index only after every manifest it names
@@ -509,15 +519,16 @@ def _namespace(entry: ChartEntry) -> str:
 def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
                        secret: str, helm: str | None) -> PullSecretReport:
     """Render every chart with the values just written; name the pod specs that would pull without the secret."""
-    archives = {chart.name: bundle.path(chart) for chart in bundle.lock.release_charts()}
     by_chart = {file.chart: file for file in files}
-    targets = []
-    for entry in release.charts:
-        document = yaml.safe_load(by_chart[entry.name].path.read_text())
-        values = get_path(document, entry.resource.values_path) if entry.resource else document
-        targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {}, entry.release or entry.name,
-                                    _namespace(entry)))
-    report = check_rendered(secret, registry_host, targets, helm)
+    with tempfile.TemporaryDirectory(prefix="wsm-secret-") as work:
+        archives = {chart.name: _chart_file(bundle, chart, Path(work)) for chart in bundle.lock.release_charts()}
+        targets = []
+        for entry in release.charts:
+            document = yaml.safe_load(by_chart[entry.name].path.read_text())
+            values = get_path(document, entry.resource.values_path) if entry.resource else document
+            targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {},
+                                        entry.release or entry.name, _namespace(entry)))
+        report = check_rendered(secret, registry_host, targets, helm)
     report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
     return report
 
@@ -568,10 +579,20 @@ def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile
     if not helm_available(helm):
         return "skipped: helm was not found, so the written values were not rendered to prove them"
     by_name = {c.name: c for c in bundle.lock.release_charts()}
-    archives = {entry.name: bundle.path(by_name[entry.source.chart]) for entry in release.charts
-                if entry.source.chart in by_name}
-    proofs = prove_install(release, files, archives, images, targets, helm, user_files)
+    with tempfile.TemporaryDirectory(prefix="wsm-proof-") as work:
+        archives = {entry.name: _chart_file(bundle, by_name[entry.source.chart], Path(work))
+                    for entry in release.charts if entry.source.chart in by_name}
+        proofs = prove_install(release, files, archives, images, targets, helm, user_files)
     return proof_summary(proofs)
+
+
+def _chart_file(bundle: Bundle, locked: BundleChart, work: Path) -> Path:
+    """A path helm can read the chart from: its file, or (stored in parts) a copy in `work`."""
+    if not locked.parts:
+        return bundle.path(locked)
+    copy = work / Path(locked.file).name
+    copy.write_bytes(_chart_archive(bundle, locked))
+    return copy
 
 
 def _rewrite_user_values(path: Path, chart: str, images: Sequence[ResolvedImage],
@@ -623,7 +644,12 @@ def _push_charts(
 
 def _chart_archive(bundle: Bundle, locked: BundleChart) -> bytes:
     """The chart's archive, read only from a regular file and only when it is what the lock recorded."""
-    archive = read_regular_file(bundle.path(locked), MAX_CHART_BYTES)  # refuses links, FIFOs and devices
+    # read_regular_file refuses links, FIFOs and devices; a chart in parts is small enough to join in memory.
+    files = [bundle.root / part.file for part in locked.parts] or [bundle.path(locked)]
+    archive = b"".join(read_regular_file(path, MAX_CHART_BYTES) for path in files)
+    if len(archive) > MAX_CHART_BYTES:
+        raise BundleError(f"{locked.file}: its parts hold more than {MAX_CHART_BYTES} bytes; it is not the chart "
+                          "the lock records", path=bundle.path(locked))
     actual = "sha256:" + hashlib.sha256(archive).hexdigest()
     if actual != locked.digest:
         raise DigestMismatch(f"{locked.file}: sha256 is {actual}, the lock says {locked.digest}; run wsm verify",

@@ -19,8 +19,9 @@ from typing import Any
 from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
 from ._delta import DeltaBase, base_blobs_expected, base_problems
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
-from ._layout import TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import BundleChart, BundleImage, BundleTool, Failure
+from ._layout import Opener, TarScan, blob_member, hash_file, scan_image_tar
+from ._lock import BundleChart, BundleImage, BundleTool, Failure, FilePart
+from ._parts import PartsOpener
 from ._progress import NO_PROGRESS, Progress
 
 
@@ -45,6 +46,7 @@ class VerifyReport:
     blobs_checked: int = 0
     charts_checked: int = 0
     tool_checked: bool = False  # tools/wsm.pyz, against SHA256SUMS and the lock
+    signature_checked: bool = False  # SHA256SUMS.sig against SHA256SUMS, with the key given
     problems: list[Problem] = field(default_factory=list)  # broken files and blobs, in SHA256SUMS order
     missing: list[str] = field(default_factory=list)  # listed in SHA256SUMS, not on disk
     unlisted: list[str] = field(default_factory=list)  # on disk, not in SHA256SUMS (not an error)
@@ -67,19 +69,21 @@ class VerifyReport:
 
 def verify(
     bundle: Bundle, *, progress: Progress = NO_PROGRESS, allow_incomplete: bool = False, workers: int | None = None,
-    expect: str | None = None, base: DeltaBase | None = None,
+    expect: str | None = None, base: DeltaBase | None = None, key: Path | None = None,
 ) -> VerifyReport:
     """Check every file and blob of an opened bundle; with `expect` (`sha256:<hex>`), first that the bundle's
-    root digest is that one. A delta bundle's layers left to its base are listed (`from_base`); with `base`
-    (the base bundle's directory, read), that base is verified too and must hold each of them.
+    root digest is that one; with `key` (a PEM public key), first that SHA256SUMS.sig signs SHA256SUMS. A delta
+    bundle's layers left to its base are listed (`from_base`); with `base` (the base bundle's directory, read),
+    that base is verified too and must hold each of them.
 
-    Raises DigestMismatch naming both root digests; CorruptBundle (with `.report`) naming the first broken or
+    Raises DigestMismatch naming both root digests; SignatureError; CorruptBundle (with `.report`) naming the
+    first broken or
     missing file; BundleError when the last download left images or charts out, unless `allow_incomplete`.
     """
-    sums, present, report = _start(bundle, expect)
+    sums, present, report = _start(bundle, expect, key)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
-    progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
+    progress.expect(sum(_bytes_on_disk(bundle, name) for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
     for outcome in outcomes:
@@ -125,15 +129,19 @@ def check_before_push(bundle: Bundle) -> VerifyReport:
         image = images.get(name)
         if image is None:
             _merge(report, check(NO_PROGRESS.advance))
+        elif image.parts:
+            _merge(report, _check_part_sizes(bundle, image, sums))
         else:
             _merge(report, _check_size(bundle.root / name, name, sums[name], image))
     _raise_for(report, allow_incomplete=False)
     return report
 
 
-def _start(bundle: Bundle, expect: str | None = None) -> tuple[dict[str, str], set[str], VerifyReport]:
-    """SHA256SUMS, the files present, and a report with the root digest (compared with `expect` first) and
-    what is missing and unlisted."""
+def _start(
+    bundle: Bundle, expect: str | None = None, key: Path | None = None
+) -> tuple[dict[str, str], set[str], VerifyReport]:
+    """SHA256SUMS, the files present, and a report with the root digest (compared with `expect` first, and
+    SHA256SUMS checked against its signature with `key`) and what is missing and unlisted."""
     data = read_checksums_file(bundle.dir.sums_path)
     report = VerifyReport(bundle=bundle.root, root_digest=root_digest_of(data), failures=list(bundle.lock.failures))
     if bundle.lock.base is not None:
@@ -141,6 +149,11 @@ def _start(bundle: Bundle, expect: str | None = None) -> tuple[dict[str, str], s
         report.from_base = sorted(base_blobs_expected(bundle.lock))
     if expect is not None:
         _check_root(report, expect)
+    if key is not None:
+        from ._sign import check_signature
+
+        check_signature(bundle.root, data, key)
+        report.signature_checked = True
     sums = parse_checksums(data, bundle.dir.sums_path)
     present = set(bundle.dir.files())
     report.missing = [name for name in sums if name not in present]
@@ -159,6 +172,30 @@ def _check_size(path: Path, name: str, expected: str, image: BundleImage) -> _Ou
     elif expected != image.file_sha256:
         outcome.problems.append(Problem(name, f"SHA256SUMS says {expected}, the lock says {image.file_sha256}"))
     return outcome
+
+
+def _check_part_sizes(bundle: Bundle, image: BundleImage, sums: Mapping[str, str]) -> _Outcome:
+    """An image tarball stored in parts, by what can be known without reading them."""
+    outcome = _Outcome(image=True)
+    for part in image.parts:
+        status = os.lstat(bundle.root / part.file)
+        if not stat.S_ISREG(status.st_mode):
+            outcome.problems.append(Problem(part.file, "is not a regular file (a link, a FIFO or a device); copy the "
+                                                       "real file"))
+        elif status.st_size != part.size:
+            outcome.problems.append(Problem(part.file, f"{status.st_size} bytes, the lock says {part.size}"))
+        elif sums[part.file] != part.sha256:
+            outcome.problems.append(Problem(part.file, f"SHA256SUMS says {sums[part.file]}, the lock says {part.sha256}"))
+    return outcome
+
+
+def _bytes_on_disk(bundle: Bundle, name: str) -> int:
+    """What checking `name` reads: the file, or the parts of a tarball stored in parts."""
+    path = bundle.root / name
+    if os.path.lexists(path):
+        return os.lstat(path).st_size
+    return sum(os.lstat(bundle.root / part.file).st_size for entry in bundle.lock.images.values()
+               if entry.file == name for part in entry.parts)
 
 
 _ROOT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -204,14 +241,20 @@ Check = Callable[[Tick], _Outcome]
 def _file_checks(bundle: Bundle, sums: Mapping[str, str], present: set[str]) -> dict[str, Check]:
     images = {entry.file: entry for entry in bundle.lock.images.values()}
     charts = {entry.file: entry for entry in bundle.lock.charts.values()}
+    image_parts = {part.file: entry for entry in images.values() for part in entry.parts}
+    chart_parts = {part.file: part for entry in charts.values() for part in entry.parts}
     tool = bundle.lock.tool
     checks: dict[str, Check] = {}
     for name, expected in sums.items():
-        if name not in present:
+        if name not in present or name in image_parts:  # a tarball's parts are read as the tarball, below
             continue
         path = bundle.root / name
-        locked = _Locked(chart=charts.get(name), tool=tool if tool is not None and tool.file == name else None)
+        locked = _Locked(chart=charts.get(name), tool=tool if tool is not None and tool.file == name else None,
+                         part=chart_parts.get(name))
         checks[name] = _check_for(path, name, expected, images.get(name), locked)
+    for image in dict.fromkeys(image_parts.values()):
+        if all(part.file in present and part.file in sums for part in image.parts):
+            checks[image.file] = _check_parted_image(bundle, image, sums)
     return checks
 
 
@@ -221,11 +264,14 @@ class _Locked:
 
     chart: BundleChart | None = None
     tool: BundleTool | None = None
+    part: FilePart | None = None  # a part of a chart stored in parts
 
     @property
     def sha256(self) -> str | None:
         if self.chart is not None:
             return self.chart.digest.removeprefix("sha256:")
+        if self.part is not None:
+            return self.part.sha256
         return self.tool.sha256 if self.tool is not None else None
 
 
@@ -252,11 +298,40 @@ def _check_file(path: Path, name: str, expected: str, locked: _Locked, tick: Tic
     return outcome
 
 
-def _check_image(path: Path, name: str, expected: str, image: BundleImage, tick: Tick) -> _Outcome:
+def _check_parted_image(bundle: Bundle, image: BundleImage, sums: Mapping[str, str]) -> Check:
+    """A tarball stored in parts, read across them in one pass: blobs and the whole file against the lock, and
+    each part (hashed in the same pass) against SHA256SUMS and the lock."""
+
+    def check(tick: Tick) -> _Outcome:
+        for part in image.parts:
+            if not stat.S_ISREG(os.lstat(bundle.root / part.file).st_mode):
+                detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
+                return _Outcome(image=True, problems=[Problem(part.file, detail)])
+        opener = PartsOpener(bundle.root, image.parts)
+        try:
+            outcome = _check_image(bundle.path(image), image.file, image.file_sha256, image, tick, opener)
+        except BundleError as error:  # a part shorter than the lock says
+            return _Outcome(image=True, problems=[Problem(image.file, error.message)])
+        digests = opener.last.part_sha256s() if opener.last is not None else []
+        part_problems = []
+        for part, actual in zip(image.parts, digests):
+            if actual != sums[part.file]:
+                part_problems.append(Problem(part.file, f"sha256 is {actual}, SHA256SUMS says {sums[part.file]}"))
+            elif actual != part.sha256:
+                part_problems.append(Problem(part.file, f"sha256 is {actual}, the lock says {part.sha256}"))
+        outcome.problems[:0] = part_problems
+        return outcome
+
+    return check
+
+
+def _check_image(
+    path: Path, name: str, expected: str, image: BundleImage, tick: Tick, opener: Opener | None = None
+) -> _Outcome:
     try:
-        scan = scan_image_tar(path, tick)
+        scan = scan_image_tar(path, tick, opener)
     except TarballError as error:
-        return _Outcome(bytes=path.stat().st_size, image=True, problems=[Problem(name, error.detail)])
+        return _Outcome(bytes=image.file_size, image=True, problems=[Problem(name, error.detail)])
     outcome = _Outcome(bytes=scan.size, image=True, blobs=len(scan.blobs))
     # Blob problems first: they say which part of the file is damaged, which the whole-file sum cannot.
     outcome.problems += _blob_problems(name, scan, image)
@@ -305,7 +380,8 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
 
 def _unlisted_lock_entries(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
     lock = bundle.lock
-    files = [entry.file for entry in lock.images.values()] + [entry.file for entry in lock.charts.values()]
+    entries: list[BundleImage | BundleChart] = [*lock.images.values(), *lock.charts.values()]
+    files = [part.file for entry in entries for part in entry.parts] + [e.file for e in entries if not e.parts]
     files += [lock.tool.file] if lock.tool is not None else []
     unlisted = [file for file in sorted(files) if file not in sums]
     problems = [Problem(file, "listed in the lock file but not in SHA256SUMS") for file in unlisted]

@@ -52,6 +52,9 @@ _INSTALL_RECORDS = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 _COMPILED = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".pyc", ".pyo")
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _LOWER_BOUND = re.compile(r">=\s*3\.([0-9]+)")  # in Requires-Python: `>=3.10`, `>=3.9, !=3.9.0`
+# Dependencies with no pure-Python fallback: left out of the archive. Only signing needs `cryptography`, and
+# the archive's `verify --key` checks a signature with `openssl` instead (see _sign).
+_NATIVE_ONLY = {"cryptography", "cffi", "pycparser"}
 
 
 def write_tool(root: Path) -> BundleTool:
@@ -136,7 +139,7 @@ def _dependencies() -> list[metadata.Distribution]:
     pending = _requirements(_distribution(_ROOT_DISTRIBUTION))
     while pending:
         name = pending.pop()
-        if name in found:
+        if name in found or name in _NATIVE_ONLY:
             continue
         try:
             distribution = _distribution(name)

@@ -3,7 +3,7 @@
 Modelled on go-containerregistry's `remote` package; see `_client.py` for the protocol details.
 """
 
-from ._blobs import FileSegment
+from ._blobs import FileSegment, SegmentChain
 from ._client import RegistryClient, RegistryOptions
 from ._credentials import Credentials
 from ._types import (
@@ -41,6 +41,7 @@ __all__ = [
     "Credentials",
     "Descriptor",
     "FileSegment",
+    "SegmentChain",
     "Manifest",
     "Platform",
     "RegistryClient",

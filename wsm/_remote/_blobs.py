@@ -181,7 +181,18 @@ class FileSegment:
     size: int
 
 
-Source = Union[Path, bytes, FileSegment]
+@dataclass(frozen=True)
+class SegmentChain:
+    """A blob stored across several files (a tarball stored in parts): the segments, in order."""
+
+    segments: tuple[FileSegment, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(segment.size for segment in self.segments)
+
+
+Source = Union[Path, bytes, FileSegment, SegmentChain]
 
 
 class UploadSource:
@@ -239,10 +250,25 @@ class UploadSource:
             for position in range(start, end, CHUNK):
                 yield bytes(data[position : min(end, position + CHUNK)])
             return
+        if isinstance(self.source, SegmentChain):
+            yield from self._chain_chunks(self.source, start, end)
+            return
         path, base = (self.source.path, self.source.offset) if isinstance(self.source, FileSegment) else (self.source, 0)
+        yield from self._file_chunks(path, base + start, end - start)
+
+    def _chain_chunks(self, chain: SegmentChain, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the blob, from the segments that hold them (across part boundaries)."""
+        segment_start = 0
+        for segment in chain.segments:
+            low, high = max(start, segment_start), min(end, segment_start + segment.size)
+            if low < high:
+                yield from self._file_chunks(segment.path, segment.offset + low - segment_start, high - low)
+            segment_start += segment.size
+
+    def _file_chunks(self, path: Path, offset: int, count: int) -> Iterator[bytes]:
         with open(path, "rb") as handle:
-            handle.seek(base + start)
-            remaining = end - start
+            handle.seek(offset)
+            remaining = count
             while remaining > 0:
                 block = handle.read(min(UPLOAD_READ, remaining))
                 if not block:
@@ -254,7 +280,7 @@ class UploadSource:
 def _source_size(source: Source) -> int:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return len(source)
-    if isinstance(source, FileSegment):
+    if isinstance(source, (FileSegment, SegmentChain)):
         return source.size
     return _file_size(Path(source))
 
@@ -269,4 +295,6 @@ def _file_size(path: Path) -> int:
 def _name(source: Source) -> str:
     if isinstance(source, FileSegment):
         return f"{source.path} (at byte {source.offset})"
+    if isinstance(source, SegmentChain):
+        return " + ".join(_name(segment) for segment in source.segments)
     return str(source) if isinstance(source, (str, os.PathLike)) else "the data to upload"
