@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(commands)
     _add_download(commands)
     _add_verify(commands)
+    _add_report(commands)
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
@@ -541,6 +542,26 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"root digest {report.root_digest}" + (" (as expected)" if args.expect else ""))
         for name in report.unlisted:
             print(f"note: {name} is not part of the bundle's checksums (written after the download)")
+    return 0
+
+
+def _add_report(commands: Commands) -> None:
+    parser = commands.add_parser("report", help="the change-ticket report of a bundle (what REPORT.md says)")
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    parser.add_argument("--since", type=Path, metavar="OLD",
+                        help="compare with this earlier bundle (its directory or its wsm.lock.json)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ._report import render_markdown, report_of
+
+    report = report_of(Bundle.open(args.bundle), args.since)
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        print(render_markdown(report), end="")
     return 0
 
 

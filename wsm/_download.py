@@ -51,6 +51,7 @@ from ._model import ResolvedChart, ResolvedImage, merge_images
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
+from ._report import REPORT_FILE, write_report
 from ._reference import Reference
 from ._remote import Platform, RegistryClient
 from ._zipapp import write_tool
@@ -243,6 +244,7 @@ class _Run:
         report = DownloadReport(bundle=self.bundle.root)
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
+        self._guard_disk(lambda: (self.bundle.root / REPORT_FILE).unlink(missing_ok=True))  # names the old digest
         if manifest_text is not None:  # else the lock keeps the release manifest it had
             self.lock.manifest = redact_url(manifest_text)  # a repo URL's password stays out of the bundle
         self.lock.platforms = self.platforms
@@ -465,6 +467,7 @@ class _Run:
             self.lock.tool = write_tool(self.bundle.root)  # the offline side's wsm, in the bundle it reads
             self.bundle.write_lock(self.lock)
             write_checksums(self.bundle, self.lock)
+            write_report(self.bundle, self.lock)  # after: it names the root digest, the sha256 of SHA256SUMS
 
         self._guard_disk(write)
         if report.ok:  # nothing left to resume: the bundle holds only what belongs to it

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
+from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, read_regular_file, root_digest_of
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import BundleChart, BundleImage, BundleTool, Failure
+from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleTool, Failure
 from ._progress import NO_PROGRESS, Progress
 
 
@@ -74,6 +74,7 @@ def verify(
     sums, present, report = _start(bundle, expect)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
+    report.problems += _stale_report(bundle)
     progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
@@ -272,6 +273,19 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
     for member in [docker.get("Config"), *docker.get("Layers", [])]:
         if member not in members:
             return [Problem(name, f"manifest.json names {member}, which the tarball does not hold")]
+    return []
+
+
+def _stale_report(bundle: Bundle) -> list[Problem]:
+    """REPORT.md is outside SHA256SUMS (it names the root digest): it must say what the lock and the root
+    digest say, which `wsm report` would write again."""
+    from ._report import REPORT_FILE, render_markdown, report_of
+
+    path = bundle.root / REPORT_FILE
+    if not path.exists():
+        return []
+    if read_regular_file(path, MAX_LOCK_BYTES) != render_markdown(report_of(bundle)).encode():
+        return [Problem(REPORT_FILE, "does not match the lock and the root digest (edited, or from another bundle)")]
     return []
 
 
