@@ -369,6 +369,8 @@ def _add_download(commands: Commands) -> None:
     add_quiet_and_output(parser)
     parser.add_argument("--allow-invalid", action="store_true",
                         help="go on when values hold image references that do not parse (they are not carried)")
+    parser.add_argument("--with-referrers", action="store_true",
+                        help="also carry each image's signatures, SBOMs and attestations (OCI referrers, cosign tags)")
     parser.set_defaults(handler=run_download)
 
 
@@ -420,7 +422,7 @@ def run_download(args: argparse.Namespace) -> int:
         report = download(
             images, resolution.charts, args.bundle, client=client, platforms=platforms,
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
-            on_image_done=None if quiet else _tick,
+            on_image_done=None if quiet else _tick, with_referrers=args.with_referrers,
         )
     if args.output == "json":
         print_data(report.to_dict(), "json")
@@ -765,6 +767,11 @@ def _print_push(report: PushReport) -> None:
         print(f"proof: {report.proof}")
     for job in report.failures:
         print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
+    if report.referrers:
+        print(f"referrers: {len(report.referrers) - len(report.referrer_failures)} of {len(report.referrers)} "
+              "written by the scheme they were found by")
+    for referrer in report.referrer_failures:
+        print(f"FAILED referrer {referrer.digest} of {referrer.source}: {describe(referrer.error) if referrer.error else ''}")
     for job in report.pinned:
         print(f"note: {job.target} holds another image and was left alone; the values pin the carried {job.digest}")
     for withheld in report.withheld:

@@ -51,6 +51,7 @@ from ._model import ResolvedChart, ResolvedImage, merge_images
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
+from ._referrers import find_referrers
 from ._report import REPORT_FILE, write_report
 from ._reference import Reference
 from ._remote import Platform, RegistryClient
@@ -83,6 +84,7 @@ class ImageResult:
     size: int = 0  # bytes of the tarball
     fetched: int = 0  # bytes downloaded for this image in this run (a shared blob counts for each image)
     note: str | None = None  # what was kept when it is not the upstream image as is (a platform subset)
+    referrers: int = 0  # with referrers asked for: how many were found and carried
     error: WsmError | None = field(default=None, repr=False)  # the error behind `reason`, for its fields and hint
 
     @property
@@ -160,6 +162,7 @@ def download(
     progress: Progress = NO_PROGRESS,
     manifest_text: str | None = None,
     on_image_done: Callable[[ImageResult], None] | None = None,
+    with_referrers: bool = False,
 ) -> DownloadReport:
     """Download `images` and `charts` into `bundle_dir`; `platforms` None keeps every platform.
 
@@ -167,12 +170,14 @@ def download(
     Images already in the bundle from earlier runs stay, and stay in the lock with `in_release: false`.
     `progress` hears the bytes to fetch and fetched (from several threads). `on_image_done` is called from a
     worker thread, one call at a time, as each image finishes; an exception it raises stops the run.
+    `with_referrers`: also carry what refers to each image (signatures, SBOMs, attestations; see _referrers).
     """
     started = time.monotonic()
     bundle = BundleDir(bundle_dir)
     bundle.prepare()
     with _exclusive(bundle):
         run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done)
+        run.with_referrers = with_referrers
         report = run.execute(merge_images(images), list(charts), manifest_text)
     if bundle.sums_path.exists():
         report.root_digest = root_digest(bundle)
@@ -237,6 +242,7 @@ class _Run:
         self.fatal: BaseException | None = None
         self._lock_mutex = threading.Lock()
         self._callback_mutex = threading.Lock()
+        self.with_referrers = False
 
     def execute(
         self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None
@@ -250,6 +256,8 @@ class _Run:
         self.lock.platforms = self.platforms
         report.charts = self._charts(charts)
         report.images, report.bytes_fetched = self._images(images)
+        if self.with_referrers:
+            self._guard_disk(lambda: self._referrers(report.images))
         report.kept_from_earlier = self._finish(images, charts, report)
         return report
 
@@ -434,6 +442,20 @@ class _Run:
         result.platforms = [str(platform) for platform in entry.platforms]
         result.note = job.plan.note
         return result
+
+    def _referrers(self, results: list[ImageResult]) -> None:
+        """Find and carry the referrers of every image this run holds; a failure fails that image."""
+        for result in results:
+            entry = self.lock.images.get(result.image)
+            if not result.ok or entry is None:
+                continue
+            try:
+                referrers = find_referrers(self.client, self.bundle.root, entry)
+            except WsmError as error:
+                result.fail(error)
+                continue
+            result.referrers = len(referrers)
+            self._record(replace(entry, referrers=referrers))
 
     def _record(self, entry: BundleImage) -> None:
         """Add a finished image to the lock and rewrite it at once: a killed run keeps what it finished."""

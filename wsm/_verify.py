@@ -19,7 +19,7 @@ from typing import Any
 from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, read_regular_file, root_digest_of
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleTool, Failure
+from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleTool, Failure, referrer_file
 from ._progress import NO_PROGRESS, Progress
 
 
@@ -74,7 +74,7 @@ def verify(
     sums, present, report = _start(bundle, expect)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
-    report.problems += _stale_report(bundle)
+    report.problems += _stale_report(bundle) + _referrer_problems(bundle, sums)
     progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
@@ -95,7 +95,7 @@ def check_before_push(bundle: Bundle) -> VerifyReport:
     Raises as `verify` does (CorruptBundle naming the first problem; BundleError for an incomplete bundle).
     """
     sums, present, report = _start(bundle)
-    report.problems += _unlisted_lock_entries(bundle, sums)
+    report.problems += _unlisted_lock_entries(bundle, sums) + _referrer_problems(bundle, sums)
     images = {entry.file: entry for entry in bundle.lock.images.values()}
     for name, check in _file_checks(bundle, sums, present).items():
         image = images.get(name)
@@ -274,6 +274,20 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
         if member not in members:
             return [Problem(name, f"manifest.json names {member}, which the tarball does not hold")]
     return []
+
+
+def _referrer_problems(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
+    """Every manifest and blob of a carried referrer is a file `referrers/<hex>` that SHA256SUMS lists under its
+    own digest (the files themselves are re-hashed against SHA256SUMS with the rest)."""
+    problems = []
+    for image in bundle.lock.images.values():
+        for referrer in image.referrers:
+            for digest in referrer.digests:
+                file = referrer_file(digest)
+                if not digest.startswith("sha256:") or sums.get(file) != digest.removeprefix("sha256:"):
+                    problems.append(Problem(file, f"referrer {referrer.manifest.digest} of {image.key}: "
+                                                  f"{digest} is not in SHA256SUMS under its digest"))
+    return problems
 
 
 def _stale_report(bundle: Bundle) -> list[Problem]:
