@@ -19,22 +19,12 @@ import oras.client
 import oras.oci
 import pytest
 
-from charts import package, write_chart
+from charts import IMAGE_DEPLOYMENT, package, write_chart
 from images import OCI_INDEX, make_image
 from servers import Registry
 from support import wsm
 from wsm._reference import Reference
 
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: x}
-spec:
-  template:
-    spec:
-      containers:
-        - {name: a, image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"}
-"""
 SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SBOM = "application/spdx+json"
 
@@ -87,7 +77,7 @@ def signed(registry, tmp_path_factory):
     assert put.status_code == 201, put.text
     chart = write_chart(work / "src" / "demo", {"apiVersion": "v2", "name": "demo", "version": "1.0.0"},
                         {"image": {"repository": f"{registry.host}/refs/app", "tag": "1.0"}},
-                        {"deployment.yaml": DEPLOYMENT})
+                        {"deployment.yaml": IMAGE_DEPLOYMENT})
     archive = package(chart, work / "pkg")
     bundle = work / "bundle"
     result = wsm("download", "--chart", str(archive), "--bundle", str(bundle), "--plain-http", "--with-referrers",
@@ -152,3 +142,49 @@ def test_push_writes_referrers_by_the_source_scheme_and_they_name_the_internal_d
         again = wsm("push", "--bundle", str(signed["bundle"]), "--registry", f"{internal.host}/site",
                     "--plain-http", cwd=signed["work"])
         assert again.returncode == 0 and "referrers: 2 of 2" in again.stdout
+
+
+def test_a_referrers_api_referrer_pushed_to_a_registry_without_the_api_lands_in_the_fallback_index(
+        signed, tmp_path, plain_client):
+    """A referrer the source's 1.1 API listed is pushed by digest; Distribution 2.8 does not index `subject`,
+    so push adds it to the `sha256-<hex>` tag index, as a 1.1 client does."""
+    from dataclasses import replace
+
+    from wsm._bundle import Bundle
+    from wsm._lock import BundleReferrer, ReferrerScheme
+    from wsm._referrers import push_referrers
+    from wsm._remote import Descriptor
+
+    bundle = Bundle.open(signed["bundle"])
+    (entry,) = bundle.lock.images.values()
+    index = next(r for r in entry.referrers if r.scheme is ReferrerScheme.TAG_INDEX)
+    sbom = next(blob for blob in index.blobs if blob.digest == signed["sbom"])
+    sbom_blobs = tuple(blob for blob in index.blobs if blob.digest != signed["sbom"])
+    api = BundleReferrer(entry.top.digest, ReferrerScheme.API, Descriptor(sbom.media_type, sbom.digest, sbom.size),
+                         "application/spdx+json", None, sbom_blobs)
+    with Registry(tmp_path / "internal") as internal:
+        target = Reference.parse(f"{internal.host}/refs/app:1.0")
+        subprocess.run(["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--src-tls-verify=false",
+                        "--dest-tls-verify=false", f"docker://{signed['host']}/refs/app:1.0", f"docker://{target}"],
+                       check=True, capture_output=True)
+        (result,) = push_referrers(bundle, [replace(entry, referrers=(api,))], {entry.reference: target}, plain_client)
+        assert result.error is None and result.scheme == "referrers-api"
+        fallback = json.loads(raw_manifest(f"{internal.host}/refs/app:sha256-{signed['hex']}"))
+        assert fallback["manifests"] == [{**sbom.to_dict(), "artifactType": "application/spdx+json"}]
+        assert digest_of(raw_manifest(f"{internal.host}/refs/app@{signed['sbom']}")) == signed["sbom"]
+        push_referrers(bundle, [replace(entry, referrers=(api,))], {entry.reference: target}, plain_client)
+        again = json.loads(raw_manifest(f"{internal.host}/refs/app:sha256-{signed['hex']}"))
+        assert again == fallback  # listed once
+
+
+def test_lock_referrer_records_round_trip_and_a_bad_tag_is_refused(signed):
+    from wsm._exceptions import BundleError
+    from wsm._lock import BundleLock
+
+    raw = (signed["bundle"] / "wsm.lock.json").read_bytes()
+    lock = BundleLock.from_json(raw, "wsm.lock.json")
+    assert json.loads(lock.to_json()) == json.loads(raw)
+    data = json.loads(raw)
+    data["images"][0]["referrers"][0]["tag"] = "../../etc"
+    with pytest.raises(BundleError, match=r"referrers\[0\]\.tag"):
+        BundleLock.from_dict(data, "wsm.lock.json")
