@@ -74,7 +74,7 @@ def verify(
     sums, present, report = _start(bundle, expect)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
-    report.problems += _stale_report(bundle) + _referrer_problems(bundle, sums)
+    report.problems += _referrer_problems(bundle, sums)
     progress.expect(sum(os.lstat(bundle.root / name).st_size for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
@@ -82,6 +82,7 @@ def verify(
         _merge(report, outcome)
     order = {name: position for position, name in enumerate(sums)}
     report.problems.sort(key=lambda problem: order.get(problem.file, len(order)))
+    report.problems += _stale_report(bundle)  # last: it follows from the lock, so a broken file is named first
     _raise_for(report, allow_incomplete)
     return report
 
