@@ -188,3 +188,14 @@ def test_lock_referrer_records_round_trip_and_a_bad_tag_is_refused(signed):
     data["images"][0]["referrers"][0]["tag"] = "../../etc"
     with pytest.raises(BundleError, match=r"referrers\[0\]\.tag"):
         BundleLock.from_dict(data, "wsm.lock.json")
+
+
+@pytest.mark.parametrize("digest", ["sha256:../../etc/passwd", "sha512:" + "a" * 128, "sha256:" + "A" * 64, ""])
+def test_a_digest_that_could_leave_referrers_dir_is_refused(digest):
+    """Digests from upstream become URLs and `referrers/<hex>` names: only exact sha256 digests pass."""
+    from wsm._exceptions import BundleError
+    from wsm._referrers import check_digest
+
+    with pytest.raises(BundleError, match="only sha256 digests are carried"):
+        check_digest(digest, "a referrer of x")
+    check_digest("sha256:" + "a" * 64, "a referrer of x")

@@ -12,6 +12,7 @@ and each referrer is recorded in the lock beside its image (`BundleImage.referre
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ._remote import OCI_INDEX, Descriptor, Manifest, RegistryClient, compute_di
 from ._remote._client import MAX_MANIFEST_BYTES
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_DEPTH = 2  # a tag index names manifests; a referrer that is an index names manifests: no deeper
 
 
@@ -62,6 +64,7 @@ class _Finder:
         if index is not None:
             for entry in index.document.get("manifests") or []:
                 descriptor = Descriptor.from_dict(entry, f"referrers of {subject}")
+                self.check(descriptor.digest)
                 found.append(self.carry(subject, ReferrerScheme.API, None, descriptor.digest,
                                         _text(entry.get("artifactType"))))
         elif fallback_tag(subject) in self.tags():
@@ -85,14 +88,13 @@ class _Finder:
 
     def store(self, manifest: Manifest, depth: int) -> list[Descriptor]:
         """Write `manifest` and what it names; returns the descriptors of what it names (not itself)."""
-        if not manifest.digest.startswith("sha256:"):
-            raise BundleError(f"referrer {manifest.digest} of {self.source.name}: only sha256 digests are carried")
         write_atomically(self.root / referrer_file(manifest.digest), manifest.raw)
         named: list[Descriptor] = []
         if manifest.is_index:
             if depth >= _MAX_DEPTH:
                 raise BundleError(f"referrer {manifest.digest} of {self.source.name}: indexes nested too deep")
             for child in manifest.children():
+                self.check(child.digest)
                 child_manifest = self.client.get_manifest(self.source.with_tag(None).with_digest(child.digest))
                 named += [child_manifest.descriptor(), *self.store(child_manifest, depth + 1)]
             return named
@@ -101,9 +103,11 @@ class _Finder:
             named.append(blob)
         return named
 
+    def check(self, digest: str) -> None:
+        check_digest(digest, f"a referrer of {self.source.name}")
+
     def fetch_blob(self, blob: Descriptor) -> None:
-        if not blob.digest.startswith("sha256:"):
-            raise BundleError(f"blob {blob.digest} of a referrer of {self.source.name}: only sha256 is carried")
+        self.check(blob.digest)
         path = self.root / referrer_file(blob.digest)
         if path.is_file() and path.stat().st_size == blob.size:
             return  # content-addressed, and verify re-hashes it
@@ -117,6 +121,12 @@ def find_referrers(client: RegistryClient, root: Path, image: BundleImage) -> tu
     (root / REFERRERS_DIR).mkdir(exist_ok=True)
     finder = _Finder(client, root, image.reference)
     return tuple(referrer for subject in subjects(image) for referrer in finder.find(subject))
+
+
+def check_digest(digest: str, what: str) -> None:
+    """A digest read from upstream or a manifest, before it becomes a URL or a file name (`referrers/<hex>`)."""
+    if not _SHA256.fullmatch(digest):
+        raise BundleError(f"{what} names {digest[:80]!r}: only sha256 digests are carried")
 
 
 def _text(value: Any) -> str | None:
@@ -183,6 +193,7 @@ def _push_manifest_tree(root: Path, client: RegistryClient, target: Reference, m
             client.put_manifest(target.with_digest(child.digest), child_manifest.raw, child_manifest.media_type)
         return
     for blob in [manifest.config(), *manifest.layers()]:
+        check_digest(blob.digest, f"referrer {manifest.digest}")
         path = root / referrer_file(blob.digest)
         if not path.is_file():
             raise BundleError(f"{path} is missing; run wsm verify, then download again", path=path)
@@ -190,6 +201,7 @@ def _push_manifest_tree(root: Path, client: RegistryClient, target: Reference, m
 
 
 def _read_manifest(root: Path, descriptor: Descriptor) -> Manifest:
+    check_digest(descriptor.digest, "a referrer")
     path = root / referrer_file(descriptor.digest)
     raw = read_regular_file(path, MAX_MANIFEST_BYTES)
     if compute_digest(raw) != descriptor.digest:
