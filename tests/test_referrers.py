@@ -111,6 +111,8 @@ def test_download_records_each_referrer_with_its_scheme_and_stores_its_files(sig
             assert digest_of((signed["bundle"] / "referrers" / hex_part).read_bytes()) == digest
     checked = wsm("verify", str(signed["bundle"]), cwd=signed["work"])
     assert checked.returncode == 0, checked.stderr
+    report = (signed["bundle"] / "REPORT.md").read_text()
+    assert f"`{signed['signature']}` | cosign-tag | sha256-{signed['hex']}.sig |" in report
 
 
 def test_verify_fails_when_a_referrer_file_is_gone(signed, tmp_path):

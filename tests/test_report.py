@@ -89,7 +89,8 @@ def test_report_json_has_the_documented_shape(releases):
     assert set(data) == {"root_digest", "totals", "images", "charts", "since"} and data["since"] is None
     assert data["totals"]["images"] == 3 and data["totals"]["charts"] == 1
     moved = next(i for i in data["images"] if i["image"].endswith("report/moved:1.0"))
-    assert set(moved) == {"image", "digest", "top", "kept", "size", "platforms", "group", "sources"}
+    assert set(moved) == {"image", "digest", "top", "kept", "size", "platforms", "group", "sources",
+                          "referrers"}
     assert moved["platforms"] == ["linux/amd64"] and moved["sources"][0] == {
         "chart": "app", "method": "values", "path": "moved.image"}
     text = wsm("report", str(releases["new"]), cwd=releases["new"].parent).stdout

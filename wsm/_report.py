@@ -145,10 +145,11 @@ def compare(new: BundleLock, old: BundleLock, old_root_digest: str | None) -> Co
     )
 
 
-def write_report(directory: BundleDir, lock: BundleLock) -> Path:
-    """bundle/REPORT.md, after SHA256SUMS (it names the root digest, so it cannot be listed in it)."""
+def write_report(directory: BundleDir, lock: BundleLock, base: tuple[BundleLock, str | None] | None = None) -> Path:
+    """bundle/REPORT.md, after SHA256SUMS (it names the root digest, so it cannot be listed in it); `base`
+    (lock, root digest) adds the "Since the base" section (a delta bundle's base)."""
     path = directory.root / REPORT_FILE
-    write_atomically(path, render_markdown(bundle_report(lock, _root_digest_or_none(directory))).encode())
+    write_atomically(path, render_markdown(bundle_report(lock, _root_digest_or_none(directory), base)).encode())
     return path
 
 
@@ -178,6 +179,8 @@ def _image_dict(image: BundleImage) -> dict[str, Any]:
         "image": image.key, "digest": image.digest, "top": image.top.digest, "kept": image.kept.value,
         "size": image.file_size, "platforms": [str(p) for p in image.platforms], "group": image.resolved.group,
         "sources": [source.to_dict() for source in image.resolved.sources],
+        "referrers": [{"digest": r.manifest.digest, "scheme": r.scheme.value, "tag": r.tag,
+                       "artifactType": r.artifact_type, "subject": r.subject} for r in image.referrers],
     }
 
 
@@ -204,6 +207,7 @@ def render_markdown(report: BundleReport) -> str:
         "| chart | version | digest | size | source |", "|---|---|---|---|---|",
         *(f"| {c.name} | {c.version} | `{c.digest}` | {c.size} | {c.source} |" for c in report.charts), "",
     ]
+    lines += _referrer_lines(report.images)
     if report.since is not None:
         lines += _comparison_lines(report.since)
     return "\n".join(lines)
@@ -213,6 +217,15 @@ def _image_row(image: BundleImage) -> str:
     places = ", ".join(f"{s.chart}: {s.path or s.template or s.method.value}" for s in image.resolved.sources)
     platforms = ", ".join(str(p) for p in image.platforms)
     return f"| {image.key} | `{image.digest}` | {image.file_size} | {platforms} | {places or 'extra image'} |"
+
+
+def _referrer_lines(images: list[BundleImage]) -> list[str]:
+    rows = [f"| {image.key} | `{r.manifest.digest}` | {r.scheme.value} | {r.tag or ''} | {r.artifact_type or ''} |"
+            for image in images for r in image.referrers]
+    if not rows:
+        return []
+    return ["## Referrers", "", "| image | referrer | found by | tag | artifact type |", "|---|---|---|---|---|",
+            *rows, ""]
 
 
 def _comparison_lines(since: Comparison) -> list[str]:
