@@ -494,6 +494,9 @@ def _print_download_summary(report: DownloadReport) -> None:
     ok = [r for r in report.images if r.ok]
     print(f"{len(ok)} of {len(report.images)} images and {sum(c.ok for c in report.charts)} of {len(report.charts)} "
           f"charts in {report.bundle} ({human_bytes(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
+    referrers = sum(r.referrers for r in ok)
+    if referrers:
+        print(f"{referrers} referrers (signatures, SBOMs, attestations) carried in {report.bundle / 'referrers'}")
     for failure in report.failures:
         name = failure.image if isinstance(failure, ImageResult) else f"chart {failure.name} {failure.version}"
         print(f"FAILED {name}: {_reason(failure)}")
@@ -502,6 +505,7 @@ def _print_download_summary(report: DownloadReport) -> None:
     if report.root_digest:
         print(f"root digest {report.root_digest} (note it in the change ticket; on the offline side: "
               f"wsm verify --expect {report.root_digest})")
+        print(f"change-ticket report: {report.bundle / 'REPORT.md'} (wsm report; --since OLD compares)")
 
 
 def show_bar(quiet: bool) -> bool:
