@@ -201,3 +201,35 @@ def test_a_digest_that_could_leave_referrers_dir_is_refused(digest):
     with pytest.raises(BundleError, match="only sha256 digests are carried"):
         check_digest(digest, "a referrer of x")
     check_digest("sha256:" + "a" * 64, "a referrer of x")
+
+
+def test_a_rerun_keeps_the_referrers(signed):
+    result = wsm("download", "--chart", str(next((signed["work"] / "pkg").glob("*.tgz"))), "--bundle",
+                 str(signed["bundle"]), "--plain-http", "--with-referrers", "-o", "json", cwd=signed["work"])
+    assert result.returncode == 0, result.stderr
+    (image,) = json.loads(result.stdout)["images"]
+    assert image["status"] == "skipped" and image["referrers"] == 2
+    assert wsm("verify", str(signed["bundle"]), cwd=signed["work"]).returncode == 0
+
+
+def test_referrers_of_a_kept_platform_manifest_come_along_and_of_a_cut_index_do_not(registry, plain_client, tmp_path):
+    """One platform kept of two: the tarball's top is the amd64 manifest, so its signature is carried; the
+    upstream index is not inside the gap, so a signature of the index has nothing to verify against there."""
+    from wsm._download import download
+    from wsm._model import ImageSource, Method, ResolvedImage
+    from wsm._remote import Platform
+
+    image = make_image(registry, "refs/multi", tmp_path, platforms=("linux/amd64", "linux/arm64"), oci=True)
+    client = oras.client.OrasClient(hostname=registry.host, insecure=True)
+    amd64 = image.manifests["linux/amd64"]
+    for subject in (amd64, image.digest):
+        oras_push(client, f"{registry.host}/refs/multi:sha256-{subject.split(':')[1]}.sig", tmp_path,
+                  f"sig-{subject[7:15]}.json", subject.encode(), SIGNATURE)
+    wanted = ResolvedImage(Reference.parse(f"{registry.host}/refs/multi:1.0"), "core",
+                           (ImageSource(chart="app", method=Method.VALUES, path="image"),))
+    report = download([wanted], [], tmp_path / "bundle", client=plain_client,
+                      platforms=[Platform.parse("linux/amd64")], with_referrers=True)
+    assert report.ok and report.images[0].referrers == 1
+    (entry,) = json.loads((tmp_path / "bundle" / "wsm.lock.json").read_text())["images"]
+    assert entry["kept"] == "platform"
+    assert [(r["subject"], r["tag"]) for r in entry["referrers"]] == [(amd64, f"sha256-{amd64.split(':')[1]}.sig")]
