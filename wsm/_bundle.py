@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 LOCK_FILE = "wsm.lock.json"
 SUMS_FILE = "SHA256SUMS"
 SIG_FILE = "SHA256SUMS.sig"  # signs SHA256SUMS, so it is outside it (see _sign)
+REPORT_FILE = "REPORT.md"  # names the root digest, so it is written after SHA256SUMS and never listed in it
 WORK_DIR = ".wsm-partial"
 _SAFE_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")  # what exFAT, NTFS/Windows, ext4 and macOS all accept
 _MAX_STEM = 180  # leaves room under the 255-character limit for a hash suffix and the extension
@@ -141,14 +142,15 @@ class BundleDir:
         write_atomically(self.lock_path, lock.to_json())
 
     def files(self) -> list[str]:
-        """Every file of the bundle (relative, sorted), leaving out SHA256SUMS, its signature, the work area and
+        """Every file of the bundle (relative, sorted), leaving out SHA256SUMS, its signature, REPORT.md, the work
+        area and
         partials."""
         found = []
         for directory, subdirectories, names in os.walk(self.root):
             subdirectories[:] = sorted(d for d in subdirectories if d != WORK_DIR)
             for name in names:
                 relative = Path(directory, name).relative_to(self.root).as_posix()
-                if relative not in (SUMS_FILE, SIG_FILE) and not name.endswith(PARTIAL_SUFFIX):
+                if relative not in (SUMS_FILE, SIG_FILE, REPORT_FILE) and not name.endswith(PARTIAL_SUFFIX):
                     found.append(relative)
         return sorted(found)
 

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(commands)
     _add_verify(commands)
     _add_sign(commands)
+    _add_report(commands)
     _add_load(commands)
     _add_push(commands)
     _add_check(commands)
@@ -386,6 +387,8 @@ def _add_download(commands: Commands) -> None:
     parser.add_argument("--sign-key", type=Path, metavar="KEY.pem",
                         help="sign the finished bundle with this EC P-256 private key, not encrypted (writes "
                              "SHA256SUMS.sig; an encrypted key: wsm sign --key-password-stdin afterwards)")
+    parser.add_argument("--with-referrers", action="store_true",
+                        help="also carry each image's signatures, SBOMs and attestations (OCI referrers, cosign tags)")
     parser.set_defaults(handler=run_download)
 
 
@@ -458,6 +461,7 @@ def run_download(args: argparse.Namespace) -> int:
             concurrency=args.concurrency, progress=bar, manifest_text=release.text or None,
             on_image_done=None if quiet else _tick, base=base,
             max_file_size=args.max_file_size or MEDIA.get(args.media or ""),
+            with_referrers=args.with_referrers,
         )
     for note in report.notes:
         _say(quiet, f"wsm: note: {note}")
@@ -535,6 +539,9 @@ def _print_download_summary(report: DownloadReport) -> None:
     ok = [r for r in report.images if r.ok]
     print(f"{len(ok)} of {len(report.images)} images and {sum(c.ok for c in report.charts)} of {len(report.charts)} "
           f"charts in {report.bundle} ({human_bytes(report.bytes_fetched)} fetched in {report.seconds:.1f}s)")
+    referrers = sum(r.referrers for r in ok)
+    if referrers:
+        print(f"{referrers} referrers (signatures, SBOMs, attestations) carried in {report.bundle / 'referrers'}")
     for failure in report.failures:
         name = failure.image if isinstance(failure, ImageResult) else f"chart {failure.name} {failure.version}"
         print(f"FAILED {name}: {_reason(failure)}")
@@ -546,6 +553,7 @@ def _print_download_summary(report: DownloadReport) -> None:
     if report.root_digest:
         print(f"root digest {report.root_digest} (note it in the change ticket; on the offline side: "
               f"wsm verify --expect {report.root_digest})")
+        print(f"change-ticket report: {report.bundle / 'REPORT.md'} (wsm report; --since OLD compares)")
 
 
 def show_bar(quiet: bool) -> bool:
@@ -630,6 +638,26 @@ def run_sign(args: argparse.Namespace) -> int:
     path = sign_bundle(args.bundle, args.key, password)
     print(f"\u2713 wrote {path}: a signature of SHA256SUMS (check it with wsm verify --key PUB.pem, "
           "cosign verify-blob or openssl dgst -sha256 -verify)")
+    return 0
+
+
+def _add_report(commands: Commands) -> None:
+    parser = commands.add_parser("report", help="the change-ticket report of a bundle (what REPORT.md says)")
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    parser.add_argument("--since", type=Path, metavar="OLD",
+                        help="compare with this earlier bundle (its directory or its wsm.lock.json)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ._report import render_markdown, report_of
+
+    report = report_of(Bundle.open(args.bundle), args.since)
+    if args.output == "json":
+        print_data(report.to_dict(), "json")
+    else:
+        print(render_markdown(report), end="")
     return 0
 
 
@@ -864,6 +892,11 @@ def _print_push(report: PushReport) -> None:
         print(f"proof: {report.proof}")
     for job in report.failures:
         print(f"FAILED {job.source}: {describe(job.error) if job.error else 'unknown'}")
+    if report.referrers:
+        print(f"referrers: {len(report.referrers) - len(report.referrer_failures)} of {len(report.referrers)} "
+              "written by the scheme they were found by")
+    for referrer in report.referrer_failures:
+        print(f"FAILED referrer {referrer.digest} of {referrer.source}: {describe(referrer.error) if referrer.error else ''}")
     for job in report.pinned:
         print(f"note: {job.target} holds another image and was left alone; the values pin the carried {job.digest}")
     for withheld in report.withheld:

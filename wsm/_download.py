@@ -54,6 +54,8 @@ from ._parts import remove_parts, size_note, split_file, stored_whole
 from ._plan import ImagePlan, plan_image, select_children
 from ._progress import NO_PROGRESS, Progress
 from ._redact import redact_url
+from ._referrers import find_referrers
+from ._report import REPORT_FILE, write_report
 from ._reference import Reference
 from ._remote import Platform, RegistryClient
 from ._zipapp import write_tool
@@ -85,6 +87,7 @@ class ImageResult:
     size: int = 0  # bytes of the tarball
     fetched: int = 0  # bytes downloaded for this image in this run (a shared blob counts for each image)
     note: str | None = None  # what was kept when it is not the upstream image as is (a platform subset)
+    referrers: int = 0  # with referrers asked for: how many were found and carried
     error: WsmError | None = field(default=None, repr=False)  # the error behind `reason`, for its fields and hint
 
     @property
@@ -169,6 +172,7 @@ def download(
     on_image_done: Callable[[ImageResult], None] | None = None,
     base: DeltaBase | None = None,
     max_file_size: int | None = None,
+    with_referrers: bool = False,
 ) -> DownloadReport:
     """Download `images` and `charts` into `bundle_dir`; `platforms` None keeps every platform. With `base`,
     a delta bundle: the layers `base` holds are left out of the tarballs and recorded as the base's. Image
@@ -178,6 +182,7 @@ def download(
     Images already in the bundle from earlier runs stay, and stay in the lock with `in_release: false`.
     `progress` hears the bytes to fetch and fetched (from several threads). `on_image_done` is called from a
     worker thread, one call at a time, as each image finishes; an exception it raises stops the run.
+    `with_referrers`: also carry what refers to each image (signatures, SBOMs, attestations; see _referrers).
     """
     started = time.monotonic()
     bundle = BundleDir(bundle_dir)
@@ -185,6 +190,7 @@ def download(
     with _exclusive(bundle):
         run = _Run(bundle, client, platforms, max(1, concurrency), progress, on_image_done, base)
         run.max_file_size = max_file_size
+        run.with_referrers = with_referrers
         report = run.execute(merge_images(images), list(charts), manifest_text)
     if bundle.sums_path.exists():
         report.root_digest = root_digest(bundle)
@@ -252,6 +258,7 @@ class _Run:
         self._lock_mutex = threading.Lock()
         self._callback_mutex = threading.Lock()
         self.max_file_size: int | None = None
+        self.with_referrers = False
 
     def execute(
         self, images: list[ResolvedImage], charts: list[ResolvedChart], manifest_text: str | None
@@ -262,11 +269,14 @@ class _Run:
         # Until this run finishes the bundle is not complete: no SHA256SUMS may say otherwise.
         self._guard_disk(lambda: self.bundle.sums_path.unlink(missing_ok=True))
         self._guard_disk(lambda: self.bundle.signature_path.unlink(missing_ok=True))  # it signed the old sums
+        self._guard_disk(lambda: (self.bundle.root / REPORT_FILE).unlink(missing_ok=True))  # names the old digest
         if manifest_text is not None:  # else the lock keeps the release manifest it had
             self.lock.manifest = redact_url(manifest_text)  # a repo URL's password stays out of the bundle
         self.lock.platforms = self.platforms
         report.charts = self._charts(charts)
         report.images, report.bytes_fetched = self._images(images)
+        if self.with_referrers:
+            self._guard_disk(lambda: self._referrers(report.images))
         report.kept_from_earlier = self._finish(images, charts, report)
         if self.base is not None:
             report.base = self.base.record.digest
@@ -457,6 +467,20 @@ class _Run:
         result.note = job.plan.note
         return result
 
+    def _referrers(self, results: list[ImageResult]) -> None:
+        """Find and carry the referrers of every image this run holds; a failure fails that image."""
+        for result in results:
+            entry = self.lock.images.get(result.image)
+            if not result.ok or entry is None:
+                continue
+            try:
+                referrers = find_referrers(self.client, self.bundle.root, entry)
+            except WsmError as error:
+                result.fail(error)
+                continue
+            result.referrers = len(referrers)
+            self._record(replace(entry, referrers=referrers))
+
     def _record(self, entry: BundleImage) -> None:
         """Add a finished image to the lock and rewrite it at once: a killed run keeps what it finished."""
         with self._lock_mutex:
@@ -490,12 +514,12 @@ class _Run:
             self.lock.tool = write_tool(self.bundle.root)  # the offline side's wsm, in the bundle it reads
             self.bundle.write_lock(self.lock)
             write_checksums(self.bundle, self.lock)
+            write_report(self.bundle, self.lock)  # after: it names the root digest, the sha256 of SHA256SUMS
 
         self._guard_disk(write)
         if report.ok:  # nothing left to resume: the bundle holds only what belongs to it
             shutil.rmtree(self.bundle.work, ignore_errors=True)
         return sorted(key for key in self.lock.images if key not in asked)
-
 
     def _fit_media(self) -> list[str]:
         """Store every image tarball and chart above `max_file_size` in parts; without a limit, a note for each

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -32,6 +33,7 @@ _FULL_FORMAT = 1
 IMAGES_DIR = "images"
 CHARTS_DIR = "charts"
 TOOLS_DIR = "tools"
+REFERRERS_DIR = "referrers"  # referrers' manifests and blobs, one file per digest: referrers/<hex>
 MAX_LOCK_BYTES = 256 * 1024 * 1024  # a lock lists blobs, not bytes: far above any real release
 
 
@@ -55,6 +57,56 @@ class Failure:
     kind: FailureKind
     name: str
     reason: str  # one line
+
+
+class ReferrerScheme(str, Enum):
+    """How a referrer was found upstream, and so how push writes it to the internal registry."""
+
+    API = "referrers-api"  # OCI 1.1 `GET /v2/<name>/referrers/<digest>`: pushed by digest (it names its subject)
+    TAG_INDEX = "tag-index"  # the 1.1 fallback: tag `sha256-<hex>` holding an index of the referrers
+    COSIGN = "cosign-tag"  # cosign's tags `sha256-<hex>.sig`, `.att`, `.sbom`
+
+
+@dataclass(frozen=True)
+class BundleReferrer:
+    """Something that refers to an image (a signature, an SBOM, an attestation), carried in referrers/."""
+
+    subject: str  # the digest it refers to: the image's, or one of its kept platform manifests'
+    scheme: ReferrerScheme
+    manifest: Descriptor  # its manifest; for a tag index, the index under the tag
+    artifact_type: str | None
+    tag: str | None  # the tag it was found under (tag index, cosign); None for the referrers API
+    blobs: tuple[Descriptor, ...]  # what else it carries: configs and layers, and a tag index's manifests
+
+    @property
+    def digests(self) -> list[str]:
+        return [self.manifest.digest, *(blob.digest for blob in self.blobs)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject, "scheme": self.scheme.value, "manifest": self.manifest.to_dict(),
+            "artifactType": self.artifact_type, "tag": self.tag, "blobs": [blob.to_dict() for blob in self.blobs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> BundleReferrer:
+        read = _Reader(data, where)
+        tag = read.optional_string("tag")
+        if tag is not None and not _REFERRER_TAG.fullmatch(tag):
+            read.fail("tag", f"{tag!r} is not a referrer tag (sha256-<hex>[.sig|.att|.sbom])")
+        return cls(
+            subject=read.digest("subject"), scheme=read.choice("scheme", ReferrerScheme),
+            manifest=read.descriptor("manifest"), artifact_type=read.optional_string("artifactType"), tag=tag,
+            blobs=tuple(read.descriptors("blobs")),
+        )
+
+
+_REFERRER_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?")
+
+
+def referrer_file(digest: str) -> str:
+    """Where a referrer's manifest or blob lies in the bundle (the digest was checked by the lock's reader)."""
+    return f"{REFERRERS_DIR}/{digest.partition(':')[2]}"
 
 
 @dataclass(frozen=True)
@@ -102,6 +154,7 @@ class BundleImage:
     # A delta bundle's layers that the tarball leaves out because its base holds them (never configs/manifests).
     from_base: tuple[Descriptor, ...] = ()
     parts: tuple[FilePart, ...] = ()  # when stored in parts: `file` itself is absent, these hold its bytes
+    referrers: tuple[BundleReferrer, ...] = ()  # with --with-referrers: signatures, SBOMs, attestations
 
     @property
     def key(self) -> str:
@@ -137,6 +190,8 @@ class BundleImage:
                                  for b in self.from_base]
         if self.parts:
             data["parts"] = [part.to_dict() for part in self.parts]
+        if self.referrers:  # absent otherwise: locks stay as older wsm wrote and read them
+            data["referrers"] = [referrer.to_dict() for referrer in self.referrers]
         return data
 
     @classmethod
@@ -162,6 +217,8 @@ class BundleImage:
             note=read.optional_string("note"),
             from_base=tuple(read.descriptors("from_base")),
             parts=_parts(read, IMAGES_DIR),
+            referrers=tuple(BundleReferrer.from_dict(item, f"{where}.referrers[{i}]")
+                            for i, item in enumerate(read.items("referrers"))),
         )
 
 

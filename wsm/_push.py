@@ -40,6 +40,7 @@ from ._proof import helm_available, proof_summary, prove_install
 from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validate_secret_name
 from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
+from ._referrers import ReferrerPush, push_referrers
 from ._reference import Reference
 from ._parts import opener_for, segments
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain
@@ -318,10 +319,15 @@ class PushReport:
     root_digest: str | None = None
     pull_secret: PullSecretReport | None = None
     proof: str | None = None  # what rendering with the written values proved, or why it was skipped
+    referrers: list[ReferrerPush] = field(default_factory=list)  # signatures, SBOMs, ... the bundle carried
 
     @property
     def failures(self) -> list[ImagePush]:
         return [job for job in self.images if job.result is PushResult.FAILED]
+
+    @property
+    def referrer_failures(self) -> list[ReferrerPush]:
+        return [referrer for referrer in self.referrers if referrer.error is not None]
 
     @property
     def pinned(self) -> list[ImagePush]:
@@ -330,7 +336,7 @@ class PushReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.withheld
+        return not self.failures and not self.withheld and not self.referrer_failures
 
     def to_dict(self, describe: Describe = str) -> dict[str, Any]:
         """As data; `describe` words the errors (the CLI words their remedies with its options)."""
@@ -346,6 +352,7 @@ class PushReport:
             "root_digest": self.root_digest,
             **({"pull_secret": self.pull_secret.to_dict()} if self.pull_secret else {}),
             "proof": self.proof,
+            **({"referrers": [referrer.to_dict() for referrer in self.referrers]} if self.referrers else {}),
         }
 
 
@@ -373,6 +380,10 @@ def push_release(
                        dry_run=options.dry_run, progress=progress)
     if not options.dry_run:
         check_pinned(entries, targets, jobs, client)
+    # After their images: a referrer's subject must be in the registry (a 1.1 registry checks it).
+    failed = {job.source for job in jobs if job.result is PushResult.FAILED}
+    pushed_referrers = push_referrers(bundle, [entry for entry in entries if entry.reference not in failed], targets,
+                                      client, dry_run=options.dry_run)
     withheld = [] if options.dry_run else withheld_charts(release, images, jobs)
     # A chart goes out only when every image of it is in the registry as carried: else the cluster would run
     # something else, or nothing. Its old install files go too, so nothing left looks complete.
@@ -381,7 +392,7 @@ def push_release(
     transport = transport or TransportOptions()
     charts, moved, locations = _push_charts(bundle, publishable, options, client, transport)
     report = PushReport(options.registry, redact_url(options.helm_repo) if options.helm_repo else None, jobs, moved,
-                        [], None, options.dry_run, withheld, root_digest(bundle.dir))
+                        [], None, options.dry_run, withheld, root_digest(bundle.dir), referrers=pushed_referrers)
     if options.dry_run:
         return report
     pinned = pinned_targets(targets, jobs)

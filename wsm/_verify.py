@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, root_digest_of
+from ._bundle import LOCK_FILE, Bundle, parse_checksums, read_checksums_file, read_regular_file, root_digest_of
 from ._delta import DeltaBase, base_blobs_expected, base_problems
 from ._exceptions import BundleError, CorruptBundle, DigestMismatch, TarballError, WsmError
 from ._layout import Opener, TarScan, blob_member, hash_file, scan_image_tar
-from ._lock import BundleChart, BundleImage, BundleTool, Failure, FilePart
+from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleTool, Failure, FilePart, referrer_file
 from ._parts import PartsOpener
 from ._progress import NO_PROGRESS, Progress
 
@@ -83,6 +83,7 @@ def verify(
     sums, present, report = _start(bundle, expect, key)
     checks = _file_checks(bundle, sums, present)
     report.problems += _unlisted_lock_entries(bundle, sums)
+    report.problems += _referrer_problems(bundle, sums)
     progress.expect(sum(_bytes_on_disk(bundle, name) for name in checks))
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(lambda check: check(progress.advance), checks.values()))
@@ -93,6 +94,7 @@ def verify(
     if base is not None:
         report.problems += _base_check(bundle, base, progress, workers)
         report.base_checked = not report.problems
+    report.problems += _stale_report(bundle)  # last: it follows from the lock, so a broken file is named first
     _raise_for(report, allow_incomplete)
     return report
 
@@ -123,7 +125,7 @@ def check_before_push(bundle: Bundle) -> VerifyReport:
     Raises as `verify` does (CorruptBundle naming the first problem; BundleError for an incomplete bundle).
     """
     sums, present, report = _start(bundle)
-    report.problems += _unlisted_lock_entries(bundle, sums)
+    report.problems += _unlisted_lock_entries(bundle, sums) + _referrer_problems(bundle, sums)
     images = {entry.file: entry for entry in bundle.lock.images.values()}
     for name, check in _file_checks(bundle, sums, present).items():
         image = images.get(name)
@@ -375,6 +377,33 @@ def _layout_problems(name: str, scan: TarScan, image: BundleImage) -> list[Probl
     for member in [docker.get("Config"), *docker.get("Layers", [])]:
         if member not in members:
             return [Problem(name, f"manifest.json names {member}, which the tarball does not hold")]
+    return []
+
+
+def _referrer_problems(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]:
+    """Every manifest and blob of a carried referrer is a file `referrers/<hex>` that SHA256SUMS lists under its
+    own digest (the files themselves are re-hashed against SHA256SUMS with the rest)."""
+    problems = []
+    for image in bundle.lock.images.values():
+        for referrer in image.referrers:
+            for digest in referrer.digests:
+                file = referrer_file(digest)
+                if not digest.startswith("sha256:") or sums.get(file) != digest.removeprefix("sha256:"):
+                    problems.append(Problem(file, f"referrer {referrer.manifest.digest} of {image.key}: "
+                                                  f"{digest} is not in SHA256SUMS under its digest"))
+    return problems
+
+
+def _stale_report(bundle: Bundle) -> list[Problem]:
+    """REPORT.md is outside SHA256SUMS (it names the root digest): it must say what the lock and the root
+    digest say, which `wsm report` would write again."""
+    from ._report import REPORT_FILE, render_markdown, report_of
+
+    path = bundle.root / REPORT_FILE
+    if not path.exists():
+        return []
+    if read_regular_file(path, MAX_LOCK_BYTES) != render_markdown(report_of(bundle)).encode():
+        return [Problem(REPORT_FILE, "does not match the lock and the root digest (edited, or from another bundle)")]
     return []
 
 

@@ -195,6 +195,27 @@ class RegistryClient:
             )
         return digest
 
+    def referrers(self, ref: Reference, digest: str) -> Manifest | None:
+        """The OCI 1.1 referrers index of `digest` in `ref`'s repository (what names it as `subject`); None when
+        the registry has no referrers API (404, 400 or 405: Distribution 2.8 and older), so the caller falls back
+        to the `sha256-<hex>` tag."""
+        target = self._pull_target(ref)
+        what = target.what(f"referrers of {target.repository}@{digest}")
+
+        def attempt() -> Manifest | None:
+            response = self._request("GET", target, f"referrers/{digest}", _pull(target), what,
+                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+            if response.status_code in (400, 404, 405):
+                response.close()
+                return None
+            _raise_for_status(response, what)
+            return Manifest.from_bytes(read_capped(response, MAX_MANIFEST_BYTES, what), _media_type(response.headers))
+
+        index = with_retries(self._transport, what, attempt)
+        if index is not None and not index.is_index:
+            raise RegistryError(f"{what}: the registry answered with something that is not an index")
+        return index
+
     def list_tags(self, ref: Reference) -> list[str]:
         """Every tag of `ref`'s repository, following `Link` pages."""
         target = self._pull_target(ref)
