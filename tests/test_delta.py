@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -211,6 +212,9 @@ def test_inventory_of_the_site_and_a_download_of_only_what_it_lacks(bundles, rel
         lock = Bundle.open(tmp_path / "d").lock
         assert lock.base.kind is BaseKind.INVENTORY and lock.base.repositories == ("corp/delta/app",
                                                                                  "corp/delta/worker")
+        text = (tmp_path / "d" / "REPORT.md").read_text()
+        assert "compared by blobs only" in text and "Images:" not in text.split("## Since the base")[1]
+        assert verify(Bundle.open(tmp_path / "d")).ok
         pushed = push_release(Bundle.open(tmp_path / "d"), PushOptions(registry=f"{site.host}/corp"), plain_client)
         assert pushed.ok, [job.error for job in pushed.images]
         for name in release_names(registry, 2):
@@ -244,3 +248,52 @@ def test_a_base_that_is_none_of_the_three_is_one_line(tmp_path):
     (tmp_path / "junk.json").write_text('{"inventory": 1, "repositories": [{"name": "../x"}]}')
     result = wsm("verify", str(tmp_path), "--base", str(tmp_path / "junk.json"))
     assert result.returncode == 1 and "not a wsm inventory file" in result.stderr
+
+
+def test_report_md_of_a_delta_says_what_changed_since_its_base(bundles, registry):
+    host, delta = registry.host, bundles["delta"]
+    lock = json.loads((delta / "wsm.lock.json").read_text())
+    old = json.loads((bundles["old"] / "wsm.lock.json").read_text())
+    assert lock["base"]["release"]["images"] == {i["image"]: i["digest"] for i in old["images"]}
+    left_out = {b["digest"]: b["size"] for image in lock["images"] for b in image.get("from_base", [])}
+    held = {b["digest"] for image in lock["images"] for b in image["blobs"]}
+    text = (delta / "REPORT.md").read_text()
+    old_root = "sha256:" + hashlib.sha256((bundles["old"] / "SHA256SUMS").read_bytes()).hexdigest()
+    assert f"## Since the base\n\nBase root digest: `{old_root}`" in text
+    assert "Images: 2 added, 1 removed, 0 changed" in text
+    assert f"- added {host}/delta/api:1.0\n- added {host}/delta/app:2.0\n- removed {host}/delta/app:1.0\n" in text
+    assert f"{len(held - left_out.keys())} blobs" in text and f"{sum(left_out.values())} bytes of blobs" in text
+    # the shared base layers (in three images) and worker's own layer, each counted once
+    assert SHARED + NEW <= sum(left_out.values()) < SHARED + NEW + 64 * 1024
+    assert verify(Bundle.open(delta)).ok  # REPORT.md is what the lock alone says: not stale
+    result = wsm("report", str(delta), "-o", "json", cwd=delta.parent)
+    assert result.returncode == 0, result.stderr
+    since = json.loads(result.stdout)["since"]
+    assert since["base_root_digest"] == old_root and since["by_blobs_only"] is False
+    assert since["images"] == {"added": [f"{host}/delta/api:1.0", f"{host}/delta/app:2.0"],
+                               "removed": [f"{host}/delta/app:1.0"], "changed": []}
+    assert since["bytes_saved"] == sum(left_out.values()) and since["new_blobs"] == len(held - left_out.keys())
+    explicit = json.loads(wsm("report", str(delta), "--since", str(bundles["full"]), "-o", "json").stdout)["since"]
+    assert explicit["images"] == {"added": [], "removed": [], "changed": []}  # an explicit OLD wins
+
+
+def test_a_delta_lock_from_before_the_base_release_was_recorded_still_verifies(bundles, tmp_path):
+    from wsm._bundle import BundleDir
+    from wsm._report import write_report
+
+    copy = tmp_path / "delta"
+    shutil.copytree(bundles["delta"], copy)
+    lock_path = copy / "wsm.lock.json"
+    data = json.loads(lock_path.read_text())
+    del data["base"]["release"]
+    lock_path.write_text(json.dumps(data, indent=2))
+    sums = copy / "SHA256SUMS"
+    digest = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    sums.write_text("".join(f"{digest}  wsm.lock.json\n" if line.endswith("  wsm.lock.json") else f"{line}\n"
+                            for line in sums.read_text().splitlines()))
+    bundle = Bundle.open(copy)
+    assert bundle.lock.base is not None and bundle.lock.base.release is None
+    write_report(BundleDir(copy), bundle.lock)  # what the wsm before it wrote: no section
+    assert "Since the base" not in (copy / "REPORT.md").read_text()
+    result = wsm("verify", str(copy))
+    assert result.returncode == 0, result.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 from ._bundle import LOCK_FILE, SUMS_FILE, Bundle, read_regular_file, root_digest_of
 from ._exceptions import BundleError, WsmError
 from ._inventory import MAX_INVENTORY_BYTES, Inventory
-from ._lock import MAX_LOCK_BYTES, BaseKind, BaseRecord, BundleImage, BundleLock
+from ._lock import MAX_LOCK_BYTES, BaseKind, BaseRecord, BaseRelease, BundleImage, BundleLock
 from ._plan import ImagePlan
 from ._reference import Reference
 from ._remote import Descriptor, RegistryClient
@@ -58,7 +58,7 @@ def read_base(path: Path) -> DeltaBase:
                               "give another base", path=path)
         digest = root_digest_of(read_regular_file(sums, MAX_LOCK_BYTES))
         lock_digest = _sha256(read_regular_file(bundle.dir.lock_path, MAX_LOCK_BYTES))
-        record = BaseRecord(digest, BaseKind.BUNDLE, _image_names(bundle.lock))
+        record = BaseRecord(digest, BaseKind.BUNDLE, _image_names(bundle.lock), release=BaseRelease.of(bundle.lock))
         return DeltaBase(record, held_blobs(bundle.lock), bundle, lock_digest)
     if not path.is_file():
         raise BundleError(f"base {path} does not exist; give a bundle directory, its {LOCK_FILE} or an inventory "
@@ -68,10 +68,12 @@ def read_base(path: Path) -> DeltaBase:
     if Inventory.looks_like(raw):
         inventory = Inventory.from_json(raw, path)
         record = BaseRecord(digest, BaseKind.INVENTORY, registry=inventory.registry,
-                            repositories=tuple(repo.name for repo in inventory.repositories))
+                            repositories=tuple(repo.name for repo in inventory.repositories),
+                            release=BaseRelease(images=None, charts=None))  # its tags are not release references
         return DeltaBase(record, inventory.blobs())
     lock = BundleLock.from_json(raw, path)
-    return DeltaBase(BaseRecord(digest, BaseKind.LOCK, _image_names(lock)), held_blobs(lock), lock_digest=digest)
+    record = BaseRecord(digest, BaseKind.LOCK, _image_names(lock), release=BaseRelease.of(lock))
+    return DeltaBase(record, held_blobs(lock), lock_digest=digest)
 
 
 def _sha256(raw: bytes) -> str:

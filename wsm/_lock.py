@@ -306,21 +306,69 @@ class BaseRecord:
     images: tuple[str, ...] = ()  # the base's image references (its pushed repositories may lend blobs)
     registry: str | None = None  # an inventory's registry (host[/prefix]) ...
     repositories: tuple[str, ...] = ()  # ... and the repositories it holds there
+    release: BaseRelease | None = None  # what the report compares with; None in locks written before it
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"digest": self.digest, "kind": self.kind.value, "images": list(self.images)}
         if self.registry is not None:
             data["registry"] = self.registry
             data["repositories"] = list(self.repositories)
+        if self.release is not None:
+            data["release"] = self.release.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> BaseRecord:
         read = _Reader(data, where)
+        release = read.value("release", dict, None)
         return cls(digest=read.digest("digest"), kind=read.choice("kind", BaseKind),
                    images=tuple(str(item) for item in read.items("images")),
                    registry=read.optional_string("registry"),
-                   repositories=tuple(str(item) for item in read.items("repositories")))
+                   repositories=tuple(str(item) for item in read.items("repositories")),
+                   release=BaseRelease.from_dict(release, f"{where}.release") if release is not None else None)
+
+
+@dataclass(frozen=True)
+class BaseRelease:
+    """The base's release by name, so a delta's report can say what changed without the base at hand.
+
+    `images` and `charts` are None for an inventory base (a registry's tags are not the release's references):
+    then the report compares by blobs only."""
+
+    images: dict[str, str] | None  # image reference -> digest
+    charts: dict[str, tuple[str, str]] | None  # "source#name" -> (version, digest)
+
+    def to_dict(self) -> dict[str, Any]:
+        charts = None if self.charts is None else {
+            name: {"version": version, "digest": digest} for name, (version, digest) in sorted(self.charts.items())}
+        return {"images": None if self.images is None else dict(sorted(self.images.items())), "charts": charts}
+
+    @classmethod
+    def of(cls, lock: BundleLock) -> BaseRelease:
+        """The images and charts of the lock's last release."""
+        return cls(images={image.key: image.digest for image in lock.release_images()},
+                   charts={chart_name(c): (c.version, c.digest) for c in lock.release_charts()})
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> BaseRelease:
+        read = _Reader(data, where)
+        images = read.value("images", dict, None)
+        charts = read.value("charts", dict, None)
+        return cls(
+            images=None if images is None else {str(key): _Reader(images, f"{where}.images").digest(key)
+                                                for key in images},
+            charts=None if charts is None else {str(key): _chart_state(charts[key], f"{where}.charts.{key}")
+                                                for key in charts})
+
+
+def _chart_state(data: object, where: str) -> tuple[str, str]:
+    read = _Reader(data, where)
+    return read.string("version"), read.digest("digest")
+
+
+def chart_name(chart: BundleChart) -> str:
+    """A chart across releases (its version may change): where it comes from and its name."""
+    return f"{chart.source}#{chart.name}"
 
 
 def chart_key(source: str, name: str, version: str) -> str:

@@ -15,9 +15,9 @@ from ._bundle import REPORT_FILE, Bundle, BundleDir, read_regular_file, root_dig
 from ._exceptions import BundleError
 from ._files import write_atomically
 from ._format import human_bytes
-from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleLock
+from ._lock import MAX_LOCK_BYTES, BaseKind, BaseRelease, BundleChart, BundleImage, BundleLock
 
-__all__ = ["REPORT_FILE", "BundleReport", "bundle_report", "compare", "render_markdown", "report_of", "write_report"]
+__all__ = ["REPORT_FILE", "BundleReport", "bundle_report", "compare", "compare_with_base", "render_markdown", "report_of", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Comparison:
     new_blobs: int = 0  # blobs of the bundle that the base does not hold
     new_blob_bytes: int = 0
     bytes_saved: int = 0  # bytes of the bundle's blobs the base already holds (what a delta need not carry)
+    by_blobs_only: bool = False  # the base (an inventory) names no release: no images or charts compared
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Comparison:
             "charts": {"added": self.added_charts, "removed": self.removed_charts,
                        "changed": [c.to_dict() for c in self.changed_charts]},
             "new_blobs": self.new_blobs, "new_blob_bytes": self.new_blob_bytes, "bytes_saved": self.bytes_saved,
+            "by_blobs_only": self.by_blobs_only,
         }
 
 
@@ -92,13 +94,14 @@ class BundleReport:
 
 
 def bundle_report(lock: BundleLock, digest: str | None, base: tuple[BundleLock, str | None] | None = None) -> BundleReport:
-    """The report of the images and charts the lock's last release holds; against `base` (lock, root digest)."""
+    """The report of the images and charts the lock's last release holds; against `base` (lock, root digest),
+    else, for a delta bundle, against the base its lock records."""
     images, charts = lock.release_images(), lock.release_charts()
     blobs = _blob_sizes(images)
     totals = Totals(images=len(images), charts=len(charts),
                     bytes=sum(i.file_size for i in images) + sum(c.size for c in charts),
                     blobs=len(blobs), blob_bytes=sum(blobs.values()))
-    since = compare(lock, *base) if base is not None else None
+    since = compare(lock, *base) if base is not None else compare_with_base(lock)
     return BundleReport(digest, totals, images, charts, since)
 
 
@@ -122,13 +125,36 @@ def read_base(path: Path) -> tuple[BundleLock, str | None]:
 
 def compare(new: BundleLock, old: BundleLock, old_root_digest: str | None) -> Comparison:
     """Added, removed and changed images (by reference) and charts (by source and name), and blob bytes."""
-    new_images = {i.key: i.digest for i in new.release_images()}
-    old_images = {i.key: i.digest for i in old.release_images()}
-    new_charts = {_chart_name(c): c for c in new.release_charts()}
-    old_charts = {_chart_name(c): c for c in old.release_charts()}
     new_blobs = _blob_sizes(new.release_images())
     old_blobs = _blob_sizes(old.release_images())
     fresh = {digest: size for digest, size in new_blobs.items() if digest not in old_blobs}
+    return _compared(new, BaseRelease.of(old), old_root_digest, new_blobs=len(fresh),
+                     new_blob_bytes=sum(fresh.values()), bytes_saved=sum(new_blobs.values()) - sum(fresh.values()))
+
+
+def compare_with_base(lock: BundleLock) -> Comparison | None:
+    """A delta bundle against the base its lock records (None for a full bundle, or a delta whose lock is from
+    before the base's release was recorded). Bytes saved: the layers left to the base, each once; new blobs:
+    what the delta holds (its configs and manifests too)."""
+    base = lock.base
+    if base is None or base.release is None:
+        return None
+    images = lock.release_images()
+    left_out = {blob.digest: blob.size for image in images for blob in image.from_base}
+    fresh = {digest: size for digest, size in _blob_sizes(images).items() if digest not in left_out}
+    return _compared(lock, base.release, base.digest if base.kind is BaseKind.BUNDLE else None,
+                     new_blobs=len(fresh), new_blob_bytes=sum(fresh.values()), bytes_saved=sum(left_out.values()))
+
+
+def _compared(new: BundleLock, old: BaseRelease, old_root_digest: str | None, *, new_blobs: int, new_blob_bytes: int,
+              bytes_saved: int) -> Comparison:
+    """The comparison by name of `new`'s release with `old` (none when `old` names no images and charts)."""
+    mine = BaseRelease.of(new)
+    new_images, old_images = mine.images or {}, old.images or {}
+    new_charts, old_charts = mine.charts or {}, old.charts or {}
+    by_blobs_only = old.images is None and old.charts is None
+    if by_blobs_only:
+        new_images, new_charts = {}, {}
     return Comparison(
         base_root_digest=old_root_digest,
         added_images=sorted(new_images.keys() - old_images.keys()),
@@ -137,11 +163,9 @@ def compare(new: BundleLock, old: BundleLock, old_root_digest: str | None) -> Co
                         if key in old_images and old_images[key] != new_images[key]],
         added_charts=sorted(new_charts.keys() - old_charts.keys()),
         removed_charts=sorted(old_charts.keys() - new_charts.keys()),
-        changed_charts=[Change(key, _chart_state(old_charts[key]), _chart_state(new_charts[key]))
-                        for key in sorted(new_charts)
-                        if key in old_charts and _chart_state(old_charts[key]) != _chart_state(new_charts[key])],
-        new_blobs=len(fresh), new_blob_bytes=sum(fresh.values()),
-        bytes_saved=sum(new_blobs.values()) - sum(fresh.values()),
+        changed_charts=[Change(key, " ".join(old_charts[key]), " ".join(new_charts[key])) for key in sorted(new_charts)
+                        if key in old_charts and old_charts[key] != new_charts[key]],
+        new_blobs=new_blobs, new_blob_bytes=new_blob_bytes, bytes_saved=bytes_saved, by_blobs_only=by_blobs_only,
     )
 
 
@@ -164,14 +188,6 @@ def _sums_beside(lock_path: Path) -> str | None:
 
 def _blob_sizes(images: list[BundleImage]) -> dict[str, int]:
     return {blob.digest: blob.size for image in images for blob in image.blobs}
-
-
-def _chart_name(chart: BundleChart) -> str:
-    return f"{chart.source}#{chart.name}"
-
-
-def _chart_state(chart: BundleChart) -> str:
-    return f"{chart.version} {chart.digest}"
 
 
 def _image_dict(image: BundleImage) -> dict[str, Any]:
@@ -229,8 +245,12 @@ def _referrer_lines(images: list[BundleImage]) -> list[str]:
 
 
 def _comparison_lines(since: Comparison) -> list[str]:
-    lines = ["## Since the base", "", f"Base root digest: `{since.base_root_digest or 'unknown (a lock file)'}`", ""]
-    for kind, added, removed, changed in (
+    lines = ["## Since the base", ""]
+    if since.by_blobs_only:
+        lines += ["The base is an inventory of a registry, which names no release: compared by blobs only", ""]
+    else:
+        lines += [f"Base root digest: `{since.base_root_digest or 'unknown (a lock file)'}`", ""]
+    for kind, added, removed, changed in () if since.by_blobs_only else (
         ("Images", since.added_images, since.removed_images, since.changed_images),
         ("Charts", since.added_charts, since.removed_charts, since.changed_charts),
     ):
