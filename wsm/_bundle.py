@@ -37,6 +37,7 @@ from ._lock import (
     BundleLock,
 )
 from ._reference import Reference
+from ._remote import compute_digest
 
 if TYPE_CHECKING:
     from ._manifest import ReleaseManifest
@@ -243,7 +244,7 @@ def read_checksums_file(path: Path) -> bytes:
 def root_digest_of(sums: bytes) -> str:
     """The bundle's root digest: the sha256 of its SHA256SUMS, which lists every file (the lock among them).
     One value an operator compares with what left the connected side (read out, or from the change ticket)."""
-    return "sha256:" + hashlib.sha256(sums).hexdigest()
+    return compute_digest(sums)
 
 
 def root_digest(directory: BundleDir) -> str:

@@ -13,7 +13,6 @@ missing or different is named; nothing is changed anywhere.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,7 +29,7 @@ from ._lock import BundleImage
 from ._pushed import PushedChart, PushedImage, PushRecord
 from ._redact import strip_userinfo
 from ._reference import Reference
-from ._remote import INDEX_TYPES, RegistryClient
+from ._remote import INDEX_TYPES, RegistryClient, compute_digest
 from ._target import TargetRegistry, plan_targets
 from ._values import load_values_file
 
@@ -190,7 +189,7 @@ def _check_chart(repository: ChartRepository, chart: PushedChart) -> Finding:
                        f"bundle has {chart.digest}")
     except ChartError as error:
         return Finding("chart", name, Status.DIFFERENT, f"{chart.repo} serves what is not this chart ({error})")
-    digest = "sha256:" + hashlib.sha256(fetched.archive or b"").hexdigest()
+    digest = compute_digest(fetched.archive or b"")
     if digest != chart.digest:
         return Finding("chart", name, Status.DIFFERENT, f"{chart.repo} serves {digest}, the bundle has {chart.digest}")
     return Finding("chart", name, Status.OK, f"{chart.repo} {digest}")

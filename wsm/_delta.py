@@ -11,7 +11,6 @@ in it); for an inventory, every blob the site's registry listed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from ._inventory import MAX_INVENTORY_BYTES, Inventory
 from ._lock import MAX_LOCK_BYTES, BaseKind, BaseRecord, BaseRelease, BundleImage, BundleLock
 from ._plan import ImagePlan
 from ._reference import Reference
-from ._remote import Descriptor, RegistryClient
+from ._remote import Descriptor, RegistryClient, compute_digest
 
 
 class MissingBaseBlobs(WsmError):
@@ -57,14 +56,14 @@ def read_base(path: Path) -> DeltaBase:
             raise BundleError(f"base bundle {path} has no {SUMS_FILE}: its download did not finish; finish it or "
                               "give another base", path=path)
         digest = root_digest_of(read_regular_file(sums, MAX_LOCK_BYTES))
-        lock_digest = _sha256(read_regular_file(bundle.dir.lock_path, MAX_LOCK_BYTES))
+        lock_digest = compute_digest(read_regular_file(bundle.dir.lock_path, MAX_LOCK_BYTES))
         record = BaseRecord(digest, BaseKind.BUNDLE, _image_names(bundle.lock), release=BaseRelease.of(bundle.lock))
         return DeltaBase(record, held_blobs(bundle.lock), bundle, lock_digest)
     if not path.is_file():
         raise BundleError(f"base {path} does not exist; give a bundle directory, its {LOCK_FILE} or an inventory "
                           "file", path=path)
     raw = read_regular_file(path, max(MAX_LOCK_BYTES, MAX_INVENTORY_BYTES))
-    digest = _sha256(raw)
+    digest = compute_digest(raw)
     if Inventory.looks_like(raw):
         inventory = Inventory.from_json(raw, path)
         record = BaseRecord(digest, BaseKind.INVENTORY, registry=inventory.registry,
@@ -74,10 +73,6 @@ def read_base(path: Path) -> DeltaBase:
     lock = BundleLock.from_json(raw, path)
     record = BaseRecord(digest, BaseKind.LOCK, _image_names(lock), release=BaseRelease.of(lock))
     return DeltaBase(record, held_blobs(lock), lock_digest=digest)
-
-
-def _sha256(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _image_names(lock: BundleLock) -> tuple[str, ...]:

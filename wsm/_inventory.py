@@ -20,7 +20,7 @@ from typing import Any
 from ._exceptions import BundleError, InvalidReference, NotFound, WsmError
 from ._format import utc_now
 from ._reference import Reference
-from ._remote import Manifest, RegistryClient
+from ._remote import Manifest, RegistryClient, is_sha256_digest
 from ._target import TargetRegistry
 
 INVENTORY_FORMAT = 1
@@ -91,8 +91,7 @@ def _repository(data: Any) -> InventoryRepository:
 
 def _digest(value: Any) -> str:
     text = str(value)
-    algorithm, _, hex_part = text.partition(":")
-    if algorithm != "sha256" or len(hex_part) != 64 or not all(c in "0123456789abcdef" for c in hex_part):
+    if not is_sha256_digest(text):
         raise ValueError(f"{text!r} is not a sha256 digest")
     return text
 

@@ -32,4 +32,5 @@ MAX_SUBCHART_DEPTH = 10
 # Names (Helm and Kubernetes rules; wsm's own cap for file names built from chart names).
 MAX_CHART_NAME = 250  # Helm's own limit (`helm create`)
 MAX_RELEASE_NAME = 53
+MAX_SECRET_NAME = 253  # a Kubernetes object name: a DNS-1123 subdomain
 MAX_NAMESPACE = 63

@@ -19,7 +19,7 @@ from ._versions import parse_version
 
 _CHART_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_RELEASE_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _NAMESPACE = re.compile(_DNS_LABEL)
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _MAX_FILE_NAME = 200
@@ -42,9 +42,14 @@ def chart_version(version: str, where: str, error: type[WsmError]) -> str:
     return version
 
 
+def is_dns_subdomain(name: str, max_length: int) -> bool:
+    """Kubernetes' DNS-1123 subdomain (release names, secret names), at most `max_length` characters."""
+    return len(name) <= max_length and _DNS_SUBDOMAIN.fullmatch(name) is not None
+
+
 def release_name(name: str, where: str, error: type[WsmError]) -> str:
     """A Helm release name: a DNS-1123 subdomain of at most 53 characters."""
-    if len(name) > MAX_RELEASE_NAME or not _RELEASE_NAME.fullmatch(name):
+    if not is_dns_subdomain(name, MAX_RELEASE_NAME):
         raise error(f"{where}: release name {_shown(name)} is not valid (lower-case letters, digits, '-' and '.', "
                     f"starting and ending with a letter or digit, at most {MAX_RELEASE_NAME})")
     return name

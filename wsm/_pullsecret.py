@@ -15,7 +15,6 @@ whether the guess was right (`pod_spec_gaps` accepts only `{name: X}` in the out
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,23 +23,23 @@ from typing import Any
 from ._chart import Chart
 from ._exceptions import RenderError, WsmError
 from ._model import Shape
+from ._limits import MAX_SECRET_NAME
+from ._names import is_dns_subdomain
 from ._reference import Reference, looks_like_reference
-from ._render import render_documents
+from ._render import CONTAINER_LISTS, render_documents
 from ._values import Values, coalesce, get_path, join_path, set_path, sub_values
 
 ROOT_KEY = "imagePullSecrets"
 GLOBAL_KEY = "global.imagePullSecrets"
 IMAGE_KEY = "pullSecrets"
 KEYS = frozenset({ROOT_KEY, IMAGE_KEY})  # keys whose lists hold secret names, never images
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_MAX_NAME = 253
 
 
 def validate_secret_name(name: str) -> str:
     """`name` when it is a valid Kubernetes secret name (a DNS-1123 subdomain), else a one-line error."""
-    if len(name) > _MAX_NAME or not _DNS_SUBDOMAIN.fullmatch(name):
+    if not is_dns_subdomain(name, MAX_SECRET_NAME):
         raise WsmError(
-            f"pull secret name {name!r} is not a Kubernetes secret name: use at most {_MAX_NAME} lower-case "
+            f"pull secret name {name!r} is not a Kubernetes secret name: use at most {MAX_SECRET_NAME} lower-case "
             "letters, digits, '-' and '.', starting and ending with a letter or digit (e.g. regcred)"
         )
     return name
@@ -144,9 +143,6 @@ class PodSpecGap:
         return f"{self.chart}: {self.kind} {self.name} ({self.template}) pulls {', '.join(self.images)}"
 
 
-_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-
-
 def pod_spec_gaps(
     documents: Iterable[tuple[str, object]], chart: str, registry_host: str, name: str
 ) -> tuple[int, list[PodSpecGap]]:
@@ -186,7 +182,7 @@ def _registry(image: str) -> str | None:
 
 
 def _images(spec: dict[str, Any]) -> Iterator[str]:
-    for key in _CONTAINER_LISTS:
+    for key in CONTAINER_LISTS:
         for container in spec.get(key) or []:
             if isinstance(container, dict) and isinstance(container.get("image"), str):
                 yield container["image"]

@@ -8,7 +8,6 @@ repository of the same registry has is mounted. A tag that exists with another d
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +42,7 @@ from ._redact import redact_url, strip_userinfo, url_username
 from ._referrers import ReferrerPush, push_referrers
 from ._reference import Reference
 from ._parts import opener_for, segments
-from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain
+from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain, compute_digest
 from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook, tool_program
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
@@ -181,7 +180,7 @@ class _Tarball:
         with self.opener() if self.opener is not None else open(self.path, "rb") as handle:
             handle.seek(offset)
             raw = handle.read(size)
-        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        actual = compute_digest(raw)
         if actual != descriptor.digest:  # blobs the registry checks as they arrive; what push parses, it checks
             raise DigestMismatch(f"{self.path.name}: manifest {descriptor.digest} hashes to {actual}; run wsm verify",
                                  expected=descriptor.digest, actual=actual)
@@ -661,7 +660,7 @@ def _chart_archive(bundle: Bundle, locked: BundleChart) -> bytes:
     if len(archive) > MAX_CHART_BYTES:
         raise BundleError(f"{locked.file}: its parts hold more than {MAX_CHART_BYTES} bytes; it is not the chart "
                           "the lock records", path=bundle.path(locked))
-    actual = "sha256:" + hashlib.sha256(archive).hexdigest()
+    actual = compute_digest(archive)
     if actual != locked.digest:
         raise DigestMismatch(f"{locked.file}: sha256 is {actual}, the lock says {locked.digest}; run wsm verify",
                              expected=locked.digest, actual=actual)

@@ -17,7 +17,6 @@ Written atomically after each push (a dry run writes none). No credentials are i
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,12 @@ from ._files import write_atomically
 from ._format import utc_now
 from ._redact import strip_userinfo
 from ._reference import Reference
+from ._remote import is_sha256_digest
 from ._target import TargetRegistry
 
 PUSHED_FILE = "pushed.json"
 FORMAT = 1
 _MAX_BYTES = 16 * 1024 * 1024
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -158,6 +157,6 @@ def _text(data: object, key: str) -> str:
 
 def _digest(data: object) -> str:
     digest = _text(data, "digest")
-    if not _DIGEST.fullmatch(digest):
+    if not is_sha256_digest(digest):
         raise ValueError(f"digest {digest!r} is not sha256:<64 hex>")
     return digest

@@ -12,7 +12,6 @@ and each referrer is recorded in the lock beside its image (`BundleImage.referre
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,10 @@ from ._exceptions import BundleError, DigestMismatch, WsmError
 from ._files import commit_partial, partial_path, write_atomically
 from ._lock import REFERRERS_DIR, BundleImage, BundleReferrer, ReferrerScheme, referrer_file
 from ._reference import Reference
-from ._remote import OCI_INDEX, Descriptor, Manifest, RegistryClient, compute_digest
+from ._remote import OCI_INDEX, Descriptor, Manifest, RegistryClient, compute_digest, is_sha256_digest
 from ._remote._client import MAX_MANIFEST_BYTES
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
-_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_DEPTH = 2  # a tag index names manifests; a referrer that is an index names manifests: no deeper
 
 
@@ -125,7 +123,7 @@ def find_referrers(client: RegistryClient, root: Path, image: BundleImage) -> tu
 
 def check_digest(digest: str, what: str) -> None:
     """A digest read from upstream or a manifest, before it becomes a URL or a file name (`referrers/<hex>`)."""
-    if not _SHA256.fullmatch(digest):
+    if not is_sha256_digest(digest):
         raise BundleError(f"{what} names {digest[:80]!r}: only sha256 digests are carried")
 
 

@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ._exceptions import InvalidReference, WsmError
 from ._pushed import PushedImage, PushRecord
 from ._reference import Reference, looks_like_reference
+from ._yaml import describe
 
 _STRING = "tag:yaml.org,2002:str"
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*[A-Za-z0-9]")
@@ -161,10 +162,7 @@ def _compose(text: str) -> Iterator[Node | None]:
     try:
         yield from yaml.compose_all(text, Loader=_LOADER)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        what = " ".join(str(getattr(error, "problem", None) or error).split())[:200]
-        raise WsmError(f"the manifests are not YAML{line} ({what})") from None
+        raise WsmError(f"the manifests are not YAML{describe(error)}") from None
 
 
 def _candidates(node: Node, path: tuple[str | int, ...], config_map: bool

@@ -8,7 +8,6 @@ extracted). Anything that is not a regular file (a link, a FIFO, a device) is re
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from ._layout import Opener, TarScan, blob_member, hash_file, scan_image_tar
 from ._lock import MAX_LOCK_BYTES, BundleChart, BundleImage, BundleTool, Failure, FilePart, referrer_file
 from ._parts import PartsOpener
 from ._progress import NO_PROGRESS, Progress
+from ._remote import is_sha256_digest
 
 
 @dataclass(frozen=True)
@@ -200,13 +200,10 @@ def _bytes_on_disk(bundle: Bundle, name: str) -> int:
                if entry.file == name for part in entry.parts)
 
 
-_ROOT_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
 def _check_root(report: VerifyReport, expect: str) -> None:
     """SHA256SUMS covers every file and the lock, so one digest compared here covers the whole bundle."""
     expected = expect.strip().lower()
-    if not _ROOT_DIGEST.fullmatch(expected):
+    if not is_sha256_digest(expected):
         raise WsmError(f"expected root digest {expect!r} is not sha256: followed by 64 hex digits")
     if report.root_digest != expected:
         raise DigestMismatch(

@@ -23,6 +23,7 @@ from ._types import (
     Manifest,
     Platform,
     compute_digest,
+    is_sha256_digest,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "RegistryClient",
     "RegistryOptions",
     "compute_digest",
+    "is_sha256_digest",
 ]

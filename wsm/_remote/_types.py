@@ -195,6 +195,15 @@ def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+_SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_sha256_digest(text: str) -> bool:
+    """Whether `text` is exactly `sha256:` and 64 lower-case hex digits: the one digest form wsm carries and
+    lets become a URL or a file name."""
+    return _SHA256_DIGEST.fullmatch(text) is not None
+
+
 def hasher_for(digest: str) -> Any:
     """A fresh hash object of the digest's algorithm (sha256, sha384 or sha512)."""
     algorithm = digest.partition(":")[0]
