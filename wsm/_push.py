@@ -17,9 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ._bundle import Bundle, read_regular_file, require_regular_file, root_digest
+from ._bundle import Bundle, read_regular_file, require_regular_file
 from ._chart import Chart, chart_from_archive
 from ._chartrepo import MAX_CHART_BYTES, ChartRepository, RepoAuth, open_repository
 from ._delta import base_blobs_expected, lender_repositories, mount_base_blobs, plan_base_blobs
@@ -35,7 +33,7 @@ from ._model import ResolvedImage
 from ._nodefiles import NodeFiles, node_files, write_node_files
 from ._overrides import belongs_to, rewrite_values_file
 from ._progress import NO_PROGRESS, Progress
-from ._proof import helm_available, proof_summary, prove_install
+from ._proof import helm_available, installed_values, proof_summary, prove_install
 from ._pullsecret import PullSecretReport, RenderTarget, check_rendered, validate_secret_name
 from ._pushed import PushRecord
 from ._redact import redact_url, strip_userinfo, url_username
@@ -366,7 +364,7 @@ def push_release(
     full pass)."""
     if options.pull_secret is not None:
         validate_secret_name(options.pull_secret)
-    check_before_push(bundle)
+    checked = check_before_push(bundle)
     release = bundle.release
     registry = TargetRegistry.parse(options.registry)
     mapping = load_mapping(options.mapping) if options.mapping else None
@@ -391,7 +389,7 @@ def push_release(
     transport = transport or TransportOptions()
     charts, moved, locations = _push_charts(bundle, publishable, options, client, transport)
     report = PushReport(options.registry, redact_url(options.helm_repo) if options.helm_repo else None, jobs, moved,
-                        [], None, options.dry_run, withheld, root_digest(bundle.dir), referrers=pushed_referrers)
+                        [], None, options.dry_run, withheld, checked.root_digest, referrers=pushed_referrers)
     if options.dry_run:
         return report
     pinned = pinned_targets(targets, jobs)
@@ -534,9 +532,8 @@ def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence
         archives = {chart.name: _chart_file(bundle, chart, Path(work)) for chart in bundle.lock.release_charts()}
         targets = []
         for entry in release.charts:
-            document = yaml.safe_load(by_chart[entry.name].path.read_text())
-            values = get_path(document, entry.resource.values_path) if entry.resource else document
-            targets.append(RenderTarget(entry.name, archives[entry.source.chart], values or {},
+            values = installed_values(entry, by_chart[entry.name])
+            targets.append(RenderTarget(entry.name, archives[entry.source.chart], values,
                                         entry.release or entry.name, _namespace(entry)))
         report = check_rendered(secret, registry_host, targets, helm)
     report.without_keys = [file.chart for file in files if not file.pull_secret_keys]

@@ -94,7 +94,7 @@ def verify(
     if base is not None:
         report.problems += _base_check(bundle, base, progress, workers)
         report.base_checked = not report.problems
-    report.problems += _stale_report(bundle)  # last: it follows from the lock, so a broken file is named first
+    report.problems += _stale_report(bundle, report.root_digest)  # last: it follows from the lock, so a broken file is named first
     _raise_for(report, allow_incomplete)
     return report
 
@@ -391,15 +391,15 @@ def _referrer_problems(bundle: Bundle, sums: Mapping[str, str]) -> list[Problem]
     return problems
 
 
-def _stale_report(bundle: Bundle) -> list[Problem]:
+def _stale_report(bundle: Bundle, root_digest: str) -> list[Problem]:
     """REPORT.md is outside SHA256SUMS (it names the root digest): it must say what the lock and the root
-    digest say, which `wsm report` would write again."""
-    from ._report import REPORT_FILE, render_markdown, report_of
+    digest say, which `wsm report` would write again (`root_digest`: the one this run computed)."""
+    from ._report import REPORT_FILE, bundle_report, render_markdown
 
     path = bundle.root / REPORT_FILE
     if not path.exists():
         return []
-    if read_regular_file(path, MAX_LOCK_BYTES) != render_markdown(report_of(bundle)).encode():
+    if read_regular_file(path, MAX_LOCK_BYTES) != render_markdown(bundle_report(bundle.lock, root_digest)).encode():
         return [Problem(REPORT_FILE, "does not match the lock and the root digest (edited, or from another bundle)")]
     return []
 
