@@ -16,7 +16,7 @@ from pathlib import Path
 from ._bundle import Bundle
 from ._delta import DeltaBase, base_tarball_of
 from ._exceptions import BundleError, DigestMismatch, Hint
-from ._layout import CHUNK, blob_member, tar_members
+from ._layout import CHUNK, blob_member, tar_header, tar_members
 from ._lock import BundleImage
 
 _BLOCK = tarfile.BLOCKSIZE
@@ -64,9 +64,7 @@ def _base_sources(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) ->
 
 def _member(name: str, path: Path, offset: int, size: int, digest: str | None) -> Iterator[bytes]:
     """One tar member: its header, its bytes read from `path` at `offset` (hashed against `digest`), padding."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o644, 0
-    yield info.tobuf(format=tarfile.USTAR_FORMAT)
+    yield tar_header(name, size)
     hasher = hashlib.sha256()
     with open(path, "rb") as handle:
         handle.seek(offset)

@@ -195,6 +195,16 @@ class ImageTarWriter:
             self._tar.abort()
 
 
+def tar_header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """The header of one member as every tarball wsm writes has it (mode 644, or 755 for a directory; mtime 0).
+    PAX: sizes past 8 GiB (large ML layers) get an extended header instead of failing."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
 class _TarWriter:
     """A plain (uncompressed) tar written with raw fds so that blob bytes can be copied by the kernel.
 
@@ -265,12 +275,7 @@ class _TarWriter:
         self.existing = min(self.existing, position)
 
     def _header(self, name: str, size: int, kind: bytes = tarfile.REGTYPE) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.type = kind
-        info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-        # PAX: sizes past 8 GiB (large ML layers) get an extended header instead of failing.
-        self._write(info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict"))
+        self._write(tar_header(name, size, kind))
 
     def _pad(self, size: int) -> None:
         remainder = size % _BLOCK
