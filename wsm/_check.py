@@ -26,11 +26,12 @@ from ._discover import images_in_values
 from ._exceptions import BundleError, ChartError, DigestMismatch, NotFound, WsmError
 from ._http import TransportOptions
 from ._lock import BundleImage
+from ._push import release_targets
 from ._pushed import PushedChart, PushedImage, PushRecord
 from ._redact import strip_userinfo
 from ._reference import Reference
 from ._remote import INDEX_TYPES, RegistryClient, compute_digest
-from ._target import TargetRegistry, plan_targets
+from ._target import TargetRegistry
 from ._values import load_values_file
 
 
@@ -108,8 +109,7 @@ def _record(bundle: Bundle, options: CheckOptions) -> PushRecord:
         if options.registry is None:
             raise BundleError(f"{bundle.root} was never pushed (no push record): push it first, or name the "
                               "registry (and Helm repository) to check", path=bundle.root)
-        registry = TargetRegistry.parse(options.registry)
-        targets = plan_targets([entry.reference for entry in bundle.lock.release_images()], registry)
+        targets = release_targets(bundle.lock.release_images(), TargetRegistry.parse(options.registry))
         return PushRecord.planned(bundle, options.registry, targets, options.helm_repo)
     if options.registry is not None and \
             TargetRegistry.parse(options.registry).base != TargetRegistry.parse(record.registry).base:

@@ -370,7 +370,7 @@ def push_release(
     mapping = load_mapping(options.mapping) if options.mapping else None
     entries = bundle.lock.release_images()
     images = [entry.resolved for entry in entries]
-    targets = pin_what_was_kept(entries, plan_targets([entry.reference for entry in entries], registry, mapping))
+    targets = release_targets(entries, registry, mapping)
     if bundle.lock.base is not None:  # before anything is sent: the base's layers must be there, or mountable
         _reach_base_blobs(bundle.lock.base, entries, targets, registry, mapping, client, options.dry_run)
     jobs = push_images(bundle, targets, client, on_existing=options.on_existing, concurrency=options.concurrency,
@@ -543,6 +543,12 @@ def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence
 def _secret_steps(release: ReleaseManifest, registry_host: str, report: PullSecretReport) -> PullSecretSteps:
     return PullSecretSteps(report.secret, registry_host, _namespaces(release), tuple(report.without_keys),
                            tuple(str(gap) for gap in report.gaps), tuple(report.notes))
+
+
+def release_targets(entries: Sequence[BundleImage], registry: TargetRegistry,
+                    mapping: Mapping[str, str] | None = None) -> dict[Reference, Reference]:
+    """The internal name of every image of the bundle's release, as push names it (and `wsm check` expects it)."""
+    return pin_what_was_kept(entries, plan_targets([entry.reference for entry in entries], registry, mapping))
 
 
 def pin_what_was_kept(entries: Sequence[BundleImage], targets: Mapping[Reference, Reference]
