@@ -148,3 +148,14 @@ def test_runbook_step_lists_every_file_and_the_images_a_mirror_cannot_place(ca_p
     assert ("| `/etc/containerd/certs.d/docker.io/hosts.toml` | "
             "`bundle/node-files/containerd/etc/containerd/certs.d/docker.io/hosts.toml` |") in lines
     assert f"`quay.io/x/y` -> `{SITE}/custom/y`" in lines and "through `wsm rewrite`" in lines
+
+
+def test_a_ca_file_larger_than_any_ca_bundle_is_refused_not_cut_short(tmp_path):
+    from wsm._push import _read_ca
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (1024 * 1024))
+    with pytest.raises(WsmError, match="larger than 1048576 bytes: not a CA bundle"):
+        _read_ca(str(ca))
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    assert _read_ca(str(ca)) == ca.read_bytes()

@@ -444,15 +444,23 @@ def _record_push(bundle: Bundle, record: PushRecord, transport: TransportOptions
     return [str(record.write(bundle.root)), str(write_node_files(bundle.root, nodes))], nodes
 
 
+_MAX_CA_BYTES = 1024 * 1024
+
+
 def _read_ca(ca_file: str | None) -> bytes | None:
+    """The site CA for the node files; one larger than any CA bundle is refused, never copied cut short."""
     if not ca_file:
         return None
     try:
         with open(ca_file, "rb") as handle:
-            return handle.read(1024 * 1024)
+            data = handle.read(_MAX_CA_BYTES + 1)
     except OSError as error:
         raise StorageError(f"cannot read the CA file {ca_file}: {error.strerror}", path=ca_file,
                            errno=error.errno) from None
+    if len(data) > _MAX_CA_BYTES:
+        raise StorageError(f"the CA file {ca_file} is larger than {_MAX_CA_BYTES} bytes: not a CA bundle; give the "
+                           "PEM file of the site's CA", path=ca_file, errno=None)
+    return data
 
 
 def withheld_charts(release: ReleaseManifest, images: Sequence[ResolvedImage],
