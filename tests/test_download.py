@@ -21,7 +21,7 @@ from wsm._bundle import Bundle, BundleDir
 from wsm._cli import ProgressBar
 from wsm._download import Status, download
 from wsm._exceptions import BundleError
-from wsm._layout import scan_image_tar
+from wsm._layout import scan_image_tar, tar_members
 from wsm._model import ImageSource, Method, ResolvedChart, ResolvedImage
 from wsm._reference import Reference
 from wsm._remote import Platform
@@ -291,6 +291,29 @@ def test_shared_layers_are_fetched_once_per_run(registry, tmp_path, client):
         report = fetch([image(proxy.host, "dl/shared"), image(proxy.host, "dl/shared", "same-content")], bundle, client)
     assert report.ok and len(list((bundle / "images").iterdir())) == 2
     assert proxy.blob_bytes_served == sum(size for digest, size in built.blobs.items() if digest != built.digest)
+
+
+def test_a_blob_an_earlier_run_left_complete_in_the_store_is_not_fetched_again(registry, tmp_path, client):
+    """A run that shared blobs between two images was killed after they landed in the store; on the rerun one
+    image is complete, so the other alone uses them: they come from the store, not from the registry again."""
+    built = make_image(registry, "dl/left", tmp_path, layer_sizes=(30_000, 40_000), incompressible=True)
+    push_layout(built, f"{registry.host}/dl/left:same-content")
+    bundle = tmp_path / "bundle"
+    assert fetch([image(registry.host, "dl/left")], bundle, client).ok
+    first = Bundle.open(bundle).lock.images[image(registry.host, "dl/left").reference.canonical]
+    store = BundleDir(bundle).blobs
+    store.mkdir(parents=True, exist_ok=True)
+    tarball = bundle / first.file
+    with open(tarball, "rb") as handle:
+        for name, (offset, size) in tar_members(tarball).items():
+            if name.startswith("blobs/sha256/") and name != f"blobs/sha256/{built.digest.partition(':')[2]}":
+                handle.seek(offset)
+                (store / name.rpartition("/")[2]).write_bytes(handle.read(size))
+    with FaultProxy(registry.url) as proxy:
+        report = fetch([image(registry.host, "dl/left"), image(proxy.host, "dl/left", "same-content")], bundle,
+                       client)
+    assert report.ok and proxy.blob_bytes_served == 0
+    verify(bundle)
 
 
 def test_dropped_connections_and_500_and_429_answers_do_not_stop_the_download(registry, tmp_path, client):

@@ -73,6 +73,14 @@ class BlobStore:
         with self._lock:
             return self._users[descriptor.digest] > 1
 
+    def source(self, reference: Reference, descriptor: Descriptor) -> Future[Path] | Callable[[TarMember], None]:
+        """Where an image's tarball gets the blob: the store's file when several images use it or an earlier run
+        left it complete here (`need` counted no bytes to fetch for it), else a download straight into the
+        tarball member."""
+        if self.shared(descriptor) or self.path(descriptor.digest).exists():
+            return self.get(reference, descriptor)
+        return self.filler(reference, descriptor)
+
     def filler(self, reference: Reference, descriptor: Descriptor) -> Callable[[TarMember], None]:
         """What downloads the blob from `reference`'s repository straight into its tarball member."""
 

@@ -420,8 +420,7 @@ class _Run:
             if self.stop.is_set():
                 raise Stopped()
             # Shared blobs start at once on the blob pool; the others are downloaded as the tarball reaches them.
-            blobs = [store.get(job.reference, d) if store.shared(d) else store.filler(job.reference, d)
-                     for d in job.plan.fetch]
+            blobs = [store.source(job.reference, d) for d in job.plan.fetch]
             result = self._write(job, blobs, store, result)
         except Stopped:
             result.reason = "stopped"
