@@ -157,3 +157,26 @@ def test_without_helm_the_pod_specs_are_noted_unchecked(tmp_path):
     assert report.pod_specs_checked == 0 and report.gaps == []
     assert report.notes and report.notes[0].startswith("operator: pod specs not checked (helm ")
     assert "is not an executable file" in report.notes[0]
+
+
+def test_the_proof_and_the_pull_secret_check_share_one_helm_render_per_chart(tmp_path):
+    """push renders each written values file for its proof and again for the pull secret: helm runs once."""
+    import stat
+
+    from wsm._bind import prove
+    from wsm._pullsecret import RenderTarget, check_rendered
+    from wsm._render import Renderings
+
+    log = tmp_path / "helm.log"
+    counting = tmp_path / "helm"
+    counting.write_text(f"#!/bin/sh\necho run >> {log}\nexec {helm_binary()} \"$@\"\n")
+    counting.chmod(counting.stat().st_mode | stat.S_IEXEC)
+    chart_dir = build_operator_chart(tmp_path)
+    renderings = Renderings(str(counting))
+    prove(chart_dir, {}, chart="operator", release="op", namespace="ops", images=[], targets={},
+          renderings=renderings)
+    report = check_rendered("regcred", "registry.corp", [RenderTarget("operator", chart_dir, {}, "op", "ops")],
+                            renderings=renderings)
+    assert report.notes == [] and log.read_text().splitlines() == ["run"]
+    renderings.template(chart_dir, {}, release="op", namespace="other")  # another namespace renders anew
+    assert len(log.read_text().splitlines()) == 2

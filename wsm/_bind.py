@@ -27,7 +27,7 @@ from ._chart import Chart
 from ._exceptions import InvalidReference, RenderError
 from ._model import Binding, BoundPath, Method, ResolvedImage, Role
 from ._reference import Reference, looks_like_reference
-from ._render import RenderedString, helm_template, rendered_strings
+from ._render import RenderedString, Renderings, helm_template, rendered_strings
 from ._values import Values, join_path, set_path, sub_values
 
 IMAGE_FIELDS = ("container", "custom-resource")  # where a whole string is one image reference
@@ -370,16 +370,18 @@ class Proof:
 
 
 def prove(chart_path: Path, values: Values, *, chart: str, release: str, namespace: str,
-          images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None = None) -> Proof:
-    """Render `chart_path` with `values` and check every image field, and every string a binding recorded,
-    against the internal references `targets` gives."""
+          images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None = None,
+          renderings: Renderings | None = None) -> Proof:
+    """Render `chart_path` with `values` (through `renderings`, when the caller shares them) and check every image
+    field, and every string a binding recorded, against the internal references `targets` gives."""
     expected = {target.canonical for target in targets.values()}
     # Hard-coded: marked so by the binding, or (a lock from before differential rendering) found only by rendering.
     hardcoded = {image.reference.canonical for image in images
                  if image.hardcoded or (not image.bindings and image.methods == {Method.RENDER})}
     bound_locations = {binding.location for image in images for binding in image.bindings if binding.chart == chart}
     proof = Proof(chart)
-    rendered = rendered_strings(helm_template(chart_path, values, release=release, namespace=namespace, helm=helm))
+    text = (renderings or Renderings(helm)).template(chart_path, values, release=release, namespace=namespace)
+    rendered = rendered_strings(text)
     sources = {image.reference.canonical for image in images}
     internal_hosts = {target.registry for target in targets.values()}
     for item in rendered:

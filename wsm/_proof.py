@@ -19,7 +19,7 @@ from ._install import InstallFile, chart_overrides
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedChart, ResolvedImage
 from ._reference import Reference
-from ._render import helm_if_any
+from ._render import Renderings, helm_if_any
 from ._target import TargetRegistry, plan_targets
 from ._values import Values, get_path, load_values_file, merge
 
@@ -44,22 +44,24 @@ def installed_values(entry: ChartEntry, written: InstallFile) -> Values:
 def prove_install(
     release: ReleaseManifest, written: Sequence[InstallFile], archives: Mapping[str, Path],
     images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None,
-    user_files: Mapping[str, Path] | None = None,
+    user_files: Mapping[str, Path] | None = None, renderings: Renderings | None = None,
 ) -> list[Proof]:
     """Render every chart of the release with the values wsm wrote for it; raise naming what is not internal.
     A chart with one of `user_files` (the user's own values files, which push rewrote) is rendered with that file
-    over wsm's values too, as `helm -f <wsm's file> -f <the user's>` would install it."""
+    over wsm's values too, as `helm -f <wsm's file> -f <the user's>` would install it. `renderings`: helm's
+    outputs shared with the caller's other checks of the same files."""
+    renderings = renderings or Renderings(helm)
     by_chart = {item.chart: item for item in written}
     proofs = []
     for entry in release.charts:
         if entry.name in by_chart and entry.name in archives:
             values = installed_values(entry, by_chart[entry.name])
             try:
-                proofs.append(_prove_entry(entry, archives[entry.name], values, images, targets, helm))
+                proofs.append(_prove_entry(entry, archives[entry.name], values, images, targets, renderings))
                 user_file = (user_files or {}).get(entry.name)
                 if user_file is not None:
                     proofs.append(_prove_user_file(entry, archives[entry.name], values, user_file, images, targets,
-                                                   helm))
+                                                   renderings))
             except ProofFailed:
                 raise
             except RenderError as error:  # a site key still CHANGE-ME that a template requires, for instance
@@ -82,23 +84,24 @@ def prove_mapping(
             continue
         overrides, _ = chart_overrides(images, targets, entry.name, None)
         values = merge(merge(entry.values, user_values.get(entry.name, {})), overrides)
-        proofs.append(_prove_entry(entry, location, values, images, targets, helm))
+        proofs.append(_prove_entry(entry, location, values, images, targets, Renderings(helm)))
     raise_on_problems(proofs)
     return proofs
 
 
 def _prove_user_file(entry: ChartEntry, location: Path, values: Values, user_file: Path,
-                     images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], helm: str | None) -> Proof:
+                     images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference],
+                     renderings: Renderings) -> Proof:
     """The proof of `values` with the user's file over them; its problems say that file is why."""
-    proof = _prove_entry(entry, location, merge(values, load_values_file(user_file)), images, targets, helm)
+    proof = _prove_entry(entry, location, merge(values, load_values_file(user_file)), images, targets, renderings)
     proof.problems[:] = [f"{problem} (with the values file {user_file})" for problem in proof.problems]
     return proof
 
 
 def _prove_entry(entry: ChartEntry, location: Path, values: Values, images: Sequence[ResolvedImage],
-                 targets: Mapping[Reference, Reference], helm: str | None) -> Proof:
+                 targets: Mapping[Reference, Reference], renderings: Renderings) -> Proof:
     return prove(location, values, chart=entry.name, release=entry.release or entry.name,
-                 namespace=entry.namespace, images=images, targets=targets, helm=helm)
+                 namespace=entry.namespace, images=images, targets=targets, renderings=renderings)
 
 
 def raise_on_problems(proofs: Sequence[Proof]) -> None:

@@ -26,7 +26,7 @@ from ._model import Shape
 from ._limits import MAX_SECRET_NAME
 from ._names import is_dns_subdomain
 from ._reference import Reference, looks_like_reference
-from ._render import CONTAINER_LISTS, render_documents
+from ._render import CONTAINER_LISTS, Renderings
 from ._values import Values, coalesce, get_path, join_path, set_path, sub_values
 
 ROOT_KEY = "imagePullSecrets"
@@ -217,15 +217,17 @@ class PullSecretReport:
 
 
 def check_rendered(
-    secret: str, registry_host: str, targets: Iterable[RenderTarget], helm: str | None = None
+    secret: str, registry_host: str, targets: Iterable[RenderTarget], helm: str | None = None,
+    renderings: Renderings | None = None,
 ) -> PullSecretReport:
     """`helm template` each target and name every pod spec that pulls from `registry_host` without the secret.
     A chart helm cannot render (or no helm at all) is noted, not fatal: the values are written either way."""
     report = PullSecretReport(secret)
+    renderings = renderings or Renderings(helm)
     for target in targets:
         try:
-            documents = render_documents(target.archive, target.values, release=target.release,
-                                         namespace=target.namespace, helm=helm)
+            documents = renderings.documents(target.archive, target.values, release=target.release,
+                                             namespace=target.namespace)
         except RenderError as error:
             report.notes.append(f"{target.chart}: pod specs not checked ({error})")
             continue

@@ -41,6 +41,7 @@ from ._referrers import ReferrerPush, push_referrers
 from ._reference import Reference
 from ._parts import opener_for, segments
 from ._remote import Descriptor, FileSegment, Manifest, RegistryClient, SegmentChain, compute_digest
+from ._render import Renderings
 from ._runbook import CheckCommand, MovedChart, MovedImage, PullSecretSteps, runbook, tool_program
 from ._target import TargetRegistry, load_mapping, plan_targets
 from ._values import Values, get_path, load_values_file, merge
@@ -406,15 +407,19 @@ def push_release(
     user_files = {name: path for name, path in options.user_values_files.items() if name in locations}
     rewritten = [_rewrite_user_values(path, name, images, pinned, charts, options.pull_secret)
                  for name, path in user_files.items()]
-    report.proof = _prove(bundle, publishable, files, images, pinned, options.helm, user_files)
-    record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
-                                [str(f.path.relative_to(bundle.root)) for f in files], held=held, scheme=scheme)
-    recorded, nodes = _record_push(bundle, record, transport)
-    secret_steps = None
-    if options.pull_secret is not None:
-        report.pull_secret = _check_pull_secret(bundle, publishable, files, registry.host, options.pull_secret,
-                                                options.helm)
-        secret_steps = _secret_steps(publishable, registry.host, report.pull_secret)
+    # One helm output per chart and values for both renders of the written files: the proof, then the pull secret.
+    renderings = Renderings(options.helm)
+    with tempfile.TemporaryDirectory(prefix="wsm-render-") as work:
+        archives = _chart_files(bundle, publishable, Path(work))
+        report.proof = _prove(publishable, files, archives, images, pinned, renderings, user_files)
+        record = PushRecord.planned(bundle, options.registry, pinned, options.helm_repo,
+                                    [str(f.path.relative_to(bundle.root)) for f in files], held=held, scheme=scheme)
+        recorded, nodes = _record_push(bundle, record, transport)
+        secret_steps = None
+        if options.pull_secret is not None:
+            report.pull_secret = _check_pull_secret(publishable, files, archives, registry.host, options.pull_secret,
+                                                    renderings)
+            secret_steps = _secret_steps(publishable, registry.host, report.pull_secret)
     report.runbook = runbook(publishable, bundle.root, registry.base, locations, files, [job.moved() for job in jobs],
                              moved, root_digest=report.root_digest, withheld=[(w.name, w.reason) for w in withheld],
                              check=_check_command(bundle, options, transport), pull_secret=secret_steps,
@@ -532,18 +537,13 @@ def _namespace(entry: ChartEntry) -> str:
     return str(declared or entry.namespace)
 
 
-def _check_pull_secret(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], registry_host: str,
-                       secret: str, helm: str | None) -> PullSecretReport:
+def _check_pull_secret(release: ReleaseManifest, files: Sequence[InstallFile], archives: Mapping[str, Path],
+                       registry_host: str, secret: str, renderings: Renderings) -> PullSecretReport:
     """Render every chart with the values just written; name the pod specs that would pull without the secret."""
     by_chart = {file.chart: file for file in files}
-    with tempfile.TemporaryDirectory(prefix="wsm-secret-") as work:
-        archives = {chart.name: _chart_file(bundle, chart, Path(work)) for chart in bundle.lock.release_charts()}
-        targets = []
-        for entry in release.charts:
-            values = installed_values(entry, by_chart[entry.name])
-            targets.append(RenderTarget(entry.name, archives[entry.source.chart], values,
-                                        entry.release or entry.name, _namespace(entry)))
-        report = check_rendered(secret, registry_host, targets, helm)
+    targets = [RenderTarget(entry.name, archives[entry.name], installed_values(entry, by_chart[entry.name]),
+                            entry.release or entry.name, _namespace(entry)) for entry in release.charts]
+    report = check_rendered(secret, registry_host, targets, renderings.helm, renderings)
     report.without_keys = [file.chart for file in files if not file.pull_secret_keys]
     return report
 
@@ -593,18 +593,22 @@ def check_pinned(entries: Sequence[BundleImage], targets: Mapping[Reference, Ref
         raise ProofFailed(f"the internal registry does not serve {', '.join(missing)}, which the values pin")
 
 
-def _prove(bundle: Bundle, release: ReleaseManifest, files: Sequence[InstallFile], images: Sequence[ResolvedImage],
-           targets: Mapping[Reference, Reference], helm: str | None, user_files: Mapping[str, Path]) -> str:
+def _prove(release: ReleaseManifest, files: Sequence[InstallFile], archives: Mapping[str, Path],
+           images: Sequence[ResolvedImage], targets: Mapping[Reference, Reference], renderings: Renderings,
+           user_files: Mapping[str, Path]) -> str:
     """Render each chart with the values just written (and the user's own files, rewritten, over them);
     ProofFailed names any image that is not internal."""
-    if not helm_available(helm):
+    if not helm_available(renderings.helm):
         return "skipped: helm was not found, so the written values were not rendered to prove them"
-    by_name = {c.name: c for c in bundle.lock.release_charts()}
-    with tempfile.TemporaryDirectory(prefix="wsm-proof-") as work:
-        archives = {entry.name: _chart_file(bundle, by_name[entry.source.chart], Path(work))
-                    for entry in release.charts if entry.source.chart in by_name}
-        proofs = prove_install(release, files, archives, images, targets, helm, user_files)
+    proofs = prove_install(release, files, archives, images, targets, renderings.helm, user_files, renderings)
     return proof_summary(proofs)
+
+
+def _chart_files(bundle: Bundle, release: ReleaseManifest, work: Path) -> dict[str, Path]:
+    """By release chart name, a path helm can read each chart from (see `_chart_file`)."""
+    by_name = {c.name: c for c in bundle.lock.release_charts()}
+    return {entry.name: _chart_file(bundle, by_name[entry.source.chart], work)
+            for entry in release.charts if entry.source.chart in by_name}
 
 
 def _chart_file(bundle: Bundle, locked: BundleChart, work: Path) -> Path:

@@ -78,6 +78,33 @@ def helm_template(chart: Path, values: dict[str, Any], *, release: str, namespac
     return _helm_template(binary, chart, values, release, namespace)
 
 
+class Renderings:
+    """`helm template` outputs of one run, by chart file, values, release and namespace: a check that renders what
+    another already rendered (push's proof, then its pull-secret check, of the same written values) reads the
+    text again instead of running helm again. A render that failed fails the same way for each caller."""
+
+    def __init__(self, helm: str | None = None) -> None:
+        self.helm = helm
+        self._outputs: dict[tuple[str, str, str, str], str | RenderError] = {}
+
+    def template(self, chart: Path, values: dict[str, Any], *, release: str, namespace: str) -> str:
+        key = (str(chart), yaml.safe_dump(values), release, namespace)
+        if key not in self._outputs:
+            try:
+                self._outputs[key] = helm_template(chart, values, release=release, namespace=namespace, helm=self.helm)
+            except RenderError as error:
+                self._outputs[key] = error
+        output = self._outputs[key]
+        if isinstance(output, RenderError):
+            raise output
+        return output
+
+    def documents(self, chart: Path, values: dict[str, Any], *, release: str, namespace: str
+                  ) -> list[tuple[str, object]]:
+        """`template`'s documents, each with the `# Source:` template it came from."""
+        return list(_documents(self.template(chart, values, release=release, namespace=namespace)))
+
+
 def _helm_template(binary: str, chart: Path, values: dict[str, Any], release: str, namespace: str) -> str:
     with tempfile.TemporaryDirectory(prefix="wsm-render-") as scratch:
         values_file = Path(scratch) / "values.yaml"
