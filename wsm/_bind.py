@@ -63,9 +63,6 @@ class ChartBinding:
     candidates: int = 0
     unprobed: list[str] = field(default_factory=list)  # paths whose sentinel made helm fail even alone
 
-    def bound_paths(self) -> set[str]:
-        return {bound.path for image in self.images if image.binding for bound in image.binding.paths}
-
 
 # --- the values helm sees, and the candidate paths in them ----------------------------------------------------
 

@@ -53,7 +53,7 @@ from ._yaml import INDEX, load_yaml
 
 # The largest index.yaml read: public indexes with thousands of charts reach tens of MiB; more than this is a
 # misconfigured or hostile server. Enforced while the body streams in.
-MAX_INDEX_BYTES = 64 * 1024 * 1024
+MAX_INDEX_BYTES = INDEX.max_bytes  # the index budget of _yaml: the download stops where parsing would
 # The largest chart archive read: an archive larger than what `_archive` lets a chart inflate to is refused
 # there anyway, so it is not worth holding in memory first.
 MAX_CHART_BYTES = MAX_INFLATED_BYTES

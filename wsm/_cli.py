@@ -155,10 +155,15 @@ def read_password(args: argparse.Namespace) -> str | None:
         return None
     if not args.username:
         raise WsmError("--password-stdin needs --username")
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise WsmError("--password-stdin: standard input held no password")
-    return password
+    return stdin_secret("--password-stdin")
+
+
+def stdin_secret(option: str) -> str:
+    """The first line of standard input, for an option that reads a secret there (never from argv)."""
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise WsmError(f"{option}: standard input held no password")
+    return secret
 
 
 def registry_options(args: argparse.Namespace, **extra: Any) -> RegistryOptions:
@@ -398,7 +403,16 @@ def add_bundle_option(parser: argparse.ArgumentParser) -> None:
 
 def add_quiet_and_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors and the result")
+    add_output_option(parser)
+
+
+def add_output_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+
+
+def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
+    """The bundle as the command's one positional argument (verify, sign, report)."""
+    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
 
 
 def _non_empty(text: str) -> str:
@@ -571,7 +585,7 @@ def _say(quiet: bool, message: str) -> None:
 
 def _add_verify(commands: Commands) -> None:
     parser = commands.add_parser("verify", help="re-hash every file and blob of a bundle against its lock")
-    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    add_bundle_argument(parser)
     parser.add_argument("--allow-incomplete", action="store_true", help="accept a bundle whose download had failures")
     parser.add_argument("--expect", metavar="sha256:HEX",
                         help="the root digest wsm download printed: fail unless the bundle has it")
@@ -618,7 +632,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _add_sign(commands: Commands) -> None:
     parser = commands.add_parser("sign", help="sign a bundle's SHA256SUMS (writes SHA256SUMS.sig, as cosign sign-blob)")
-    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    add_bundle_argument(parser)
     parser.add_argument("--key", type=Path, required=True, metavar="KEY.pem",
                         help="EC P-256 private key, PEM (PKCS#8 or SEC1, as openssl writes it)")
     parser.add_argument("--key-password-stdin", action="store_true",
@@ -631,9 +645,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
     password = None
     if args.key_password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n").encode()
-        if not password:
-            raise WsmError("--key-password-stdin: standard input held no password")
+        password = stdin_secret("--key-password-stdin").encode()
     Bundle.open(args.bundle)  # one clear line when it is not a bundle
     path = sign_bundle(args.bundle, args.key, password)
     print(f"\u2713 wrote {path}: a signature of SHA256SUMS (check it with wsm verify --key PUB.pem, "
@@ -643,10 +655,10 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def _add_report(commands: Commands) -> None:
     parser = commands.add_parser("report", help="the change-ticket report of a bundle (what REPORT.md says)")
-    parser.add_argument("bundle", nargs="?", type=Path, default=Path("bundle"), help="the bundle (default ./bundle)")
+    add_bundle_argument(parser)
     parser.add_argument("--since", type=Path, metavar="OLD",
                         help="compare with this earlier bundle (its directory or its wsm.lock.json)")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    add_output_option(parser)
     parser.set_defaults(handler=run_report)
 
 
@@ -747,7 +759,7 @@ def _add_check(commands: Commands) -> None:
     parser.add_argument("--values", action="append", default=[], type=Path, metavar="FILE",
                         help="check the images this values file names instead of the written ones (repeatable)")
     add_transport_options(parser, credentials=True)
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    add_output_option(parser)
     parser.set_defaults(handler=run_check)
 
 

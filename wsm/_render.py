@@ -72,10 +72,7 @@ def render_documents(
 def helm_template(chart: Path, values: dict[str, Any], *, release: str, namespace: str, helm: str | None = None
                   ) -> str:
     """The text `helm template` prints for `chart` with `values` (a user layer over the chart's defaults)."""
-    binary = find_helm(helm)
-    if binary is None:
-        raise RenderError("rendering the charts needs the helm binary", hint=Hint.HELM)
-    return _helm_template(binary, chart, values, release, namespace)
+    return _helm_template(find_helm(helm), chart, values, release, namespace)
 
 
 class Renderings:
