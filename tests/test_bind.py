@@ -381,3 +381,14 @@ def test_a_lock_from_before_differential_rendering_is_proved_with_its_render_onl
     assert proof.problems == []
     assert set(proof.hardcoded) == {"docker.io/library/busybox:1.36", "docker.io/library/alpine:3.19"}
     assert proof.checked == 8  # app, console, redis, exporter, tool, twice busybox, alpine
+
+
+def test_pull_secret_lists_are_no_candidate_values_paths():
+    """`imagePullSecrets: [{name: regcred}]` looks like an image map under an image-ish key; like discovery's
+    walk, the binding leaves secret lists alone (no sentinel is written into a secret's name)."""
+    from wsm._bind import candidates
+
+    view = {"imagePullSecrets": [{"name": "regcred"}], "global": {"imagePullSecrets": [{"name": "regcred"}]},
+            "image": {"repository": "acme/app", "tag": "1.0", "pullSecrets": [{"name": "regcred"}]}}
+    assert [(bound.path, bound.role.value) for bound in candidates(view)] == [
+        ("image.repository", "repository"), ("image.tag", "tag")]

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ._chart import Chart
+from ._discover import is_image_key, is_image_string
 from ._exceptions import InvalidReference, RenderError
 from ._model import Binding, BoundPath, Method, ResolvedImage, Role
+from ._pullsecret import KEYS as PULL_SECRET_KEYS
 from ._reference import Reference, looks_like_reference
 from ._render import RenderedString, Renderings, helm_template, rendered_strings
 from ._values import Values, join_path, set_path, sub_values
@@ -110,16 +112,16 @@ def _candidates_in(node: object, key: str, path: str, found: list[BoundPath]) ->
             found += _map_candidates(node, path)
             return
         for child_key, child in node.items():
-            if isinstance(child_key, str) and _plain_key(child_key):
+            # Pull-secret lists name secrets, never images (discovery's walk skips them too).
+            if isinstance(child_key, str) and _plain_key(child_key) and child_key not in PULL_SECRET_KEYS:
                 _candidates_in(child, child_key, join_path(path, child_key), found)
     elif isinstance(node, list):
         for index, item in enumerate(node):
             _candidates_in(item, key, join_path(path, index), found)
     elif isinstance(node, str) and node.strip():
-        lowered = key.lower()
-        if "image" in lowered and looks_like_reference(node) and any(mark in node for mark in ":/@"):
+        if is_image_key(key) and is_image_string(node):
             found.append(BoundPath(path, Role.IMAGE))
-        elif "registry" in lowered and _looks_like_host(node):
+        elif "registry" in key.lower() and _looks_like_host(node):
             found.append(BoundPath(path, Role.REGISTRY))
 
 

@@ -96,7 +96,7 @@ class _Walker:
                     children = [(child, k, join_path(path, k), switched_off) for k, child in node.items()]
             elif isinstance(node, list):
                 children = [(item, key, join_path(path, i), switched_off) for i, item in enumerate(node)]
-            elif isinstance(node, str) and _is_image_key(key) and _is_image_string(node):
+            elif isinstance(node, str) and is_image_key(key) and is_image_string(node):
                 self._add(Reference.parse(node), path, Shape.STRING, None, switched_off)
             elif isinstance(node, str) and _is_invalid_image_string(node, key):
                 self._invalid(node, path, switched_off)
@@ -152,12 +152,12 @@ def _switch_off(node: dict[str, Any], path: str) -> str | None:
 
 
 def _is_image_map(node: dict[str, Any], key: str | int) -> bool:
-    repository = node.get("repository", node.get("name") if _is_image_key(key) else None)
+    repository = node.get("repository", node.get("name") if is_image_key(key) else None)
     if not isinstance(repository, str) or not repository or "{{" in repository:
         return False
     if not looks_like_reference(repository):
         return False
-    return any(k in node for k in ("tag", "digest", "registry")) or _is_image_key(key)
+    return any(k in node for k in ("tag", "digest", "registry")) or is_image_key(key)
 
 
 def _is_invalid_image_map(node: dict[str, Any], key: str | int) -> bool:
@@ -169,7 +169,7 @@ def _is_invalid_image_map(node: dict[str, Any], key: str | int) -> bool:
     repository = node.get("repository")
     if not isinstance(repository, str) or not _image_like_text(repository):
         return False
-    return any(k in node for k in ("tag", "digest", "registry")) or _is_image_key(key)
+    return any(k in node for k in ("tag", "digest", "registry")) or is_image_key(key)
 
 
 def _is_invalid_image_string(text: str, key: str | int) -> bool:
@@ -198,11 +198,11 @@ def _reference_text(registry: object, repository: str, tag: str | None, digest: 
     return text + (f"@{digest}" if digest else "")
 
 
-def _is_image_key(key: str | int) -> bool:
+def is_image_key(key: str | int) -> bool:
     return isinstance(key, str) and "image" in key.lower()
 
 
-def _is_image_string(text: str) -> bool:
+def is_image_string(text: str) -> bool:
     # A bare word ("IfNotPresent", "nginx") under an image-ish key is too weak a signal: ask for a tag or a path.
     return looks_like_reference(text) and (":" in text or "/" in text or "@" in text)
 
