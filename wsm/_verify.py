@@ -163,32 +163,33 @@ def _start(
     return sums, present, report
 
 
+_NOT_REGULAR = "is not a regular file (a link, a FIFO or a device); copy the real file"
+
+
 def _check_size(path: Path, name: str, expected: str, image: BundleImage) -> _Outcome:
     """An image tarball, by what can be known without reading it."""
-    outcome = _Outcome(image=True)
-    status = os.lstat(path)
-    if not stat.S_ISREG(status.st_mode):
-        outcome.problems.append(Problem(name, "is not a regular file (a link, a FIFO or a device); copy the real file"))
-    elif status.st_size != image.file_size:
-        outcome.problems.append(Problem(name, f"{status.st_size} bytes, the lock says {image.file_size}"))
-    elif expected != image.file_sha256:
-        outcome.problems.append(Problem(name, f"SHA256SUMS says {expected}, the lock says {image.file_sha256}"))
-    return outcome
+    problem = _unread_problem(path, name, expected, image.file_size, image.file_sha256)
+    return _Outcome(image=True, problems=[problem] if problem else [])
 
 
 def _check_part_sizes(bundle: Bundle, image: BundleImage, sums: Mapping[str, str]) -> _Outcome:
     """An image tarball stored in parts, by what can be known without reading them."""
-    outcome = _Outcome(image=True)
-    for part in image.parts:
-        status = os.lstat(bundle.root / part.file)
-        if not stat.S_ISREG(status.st_mode):
-            outcome.problems.append(Problem(part.file, "is not a regular file (a link, a FIFO or a device); copy the "
-                                                       "real file"))
-        elif status.st_size != part.size:
-            outcome.problems.append(Problem(part.file, f"{status.st_size} bytes, the lock says {part.size}"))
-        elif sums[part.file] != part.sha256:
-            outcome.problems.append(Problem(part.file, f"SHA256SUMS says {sums[part.file]}, the lock says {part.sha256}"))
-    return outcome
+    problems = [_unread_problem(bundle.root / part.file, part.file, sums[part.file], part.size, part.sha256)
+                for part in image.parts]
+    return _Outcome(image=True, problems=[problem for problem in problems if problem])
+
+
+def _unread_problem(path: Path, name: str, listed_sha256: str, size: int, locked_sha256: str) -> Problem | None:
+    """What can be wrong with a file without reading it: not a regular file, another size than the lock's, or
+    SHA256SUMS and the lock disagreeing on its sum."""
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode):
+        return Problem(name, _NOT_REGULAR)
+    if status.st_size != size:
+        return Problem(name, f"{status.st_size} bytes, the lock says {size}")
+    if listed_sha256 != locked_sha256:
+        return Problem(name, f"SHA256SUMS says {listed_sha256}, the lock says {locked_sha256}")
+    return None
 
 
 def _bytes_on_disk(bundle: Bundle, name: str) -> int:
@@ -277,9 +278,8 @@ class _Locked:
 def _check_for(path: Path, name: str, expected: str, image: BundleImage | None, locked: _Locked) -> Check:
     def check(tick: Tick) -> _Outcome:
         if not stat.S_ISREG(os.lstat(path).st_mode):
-            detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
             return _Outcome(image=image is not None, chart=locked.chart is not None, tool=locked.tool is not None,
-                            problems=[Problem(name, detail)])
+                            problems=[Problem(name, _NOT_REGULAR)])
         if image is not None:
             return _check_image(path, name, expected, image, tick)
         return _check_file(path, name, expected, locked, tick)
@@ -304,8 +304,7 @@ def _check_parted_image(bundle: Bundle, image: BundleImage, sums: Mapping[str, s
     def check(tick: Tick) -> _Outcome:
         for part in image.parts:
             if not stat.S_ISREG(os.lstat(bundle.root / part.file).st_mode):
-                detail = "is not a regular file (a link, a FIFO or a device); copy the real file"
-                return _Outcome(image=True, problems=[Problem(part.file, detail)])
+                return _Outcome(image=True, problems=[Problem(part.file, _NOT_REGULAR)])
         opener = PartsOpener(bundle.root, image.parts)
         try:
             outcome = _check_image(bundle.path(image), image.file, image.file_sha256, image, tick, opener)
