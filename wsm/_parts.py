@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ._bundle import require_regular_file
 from ._exceptions import BundleError, WsmError
-from ._files import PARTIAL_SUFFIX, commit_partial
+from ._files import atomic_file
 from ._lock import FilePart
 from ._remote import FileSegment, SegmentChain
 
@@ -76,9 +76,8 @@ def split_file(root: Path, file: str, max_size: int) -> tuple[FilePart, ...]:
 
 
 def _write_part(source: int, start: int, size: int, dest: Path, name: str) -> FilePart:
-    partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
     hasher = hashlib.sha256()
-    with open(partial, "wb") as out:
+    with atomic_file(dest) as out:  # fsynced, then renamed; a failed split leaves no partial part behind
         position = start
         while position < start + size:
             block = os.pread(source, min(_COPY_CHUNK, start + size - position), position)
@@ -87,7 +86,6 @@ def _write_part(source: int, start: int, size: int, dest: Path, name: str) -> Fi
             hasher.update(block)
             out.write(block)
             position += len(block)
-    commit_partial(partial, dest)
     return FilePart(name, size, hasher.hexdigest())
 
 
