@@ -190,6 +190,23 @@ def test_load_of_a_delta_with_its_base_puts_full_images_into_docker(docker_engin
     assert result.returncode == 1 and "--base OLD" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_load_of_a_delta_and_its_base_both_stored_in_parts(docker_engine, registry, releases, plain_client,
+                                                          tmp_path):
+    """Files in parts (FAT32 media) and deltas together: the joined stream reads both tarballs across parts."""
+    from wsm._load import load
+
+    old, delta = tmp_path / "old", tmp_path / "delta"
+    small = 300_000  # below the 2 MiB layers: every tarball is stored in parts
+    assert download(resolved(release_names(registry, 1)), [], old, client=plain_client, platforms=None,
+                    max_file_size=small).ok
+    assert download(resolved(release_names(registry, 2)), [], delta, client=plain_client, platforms=None,
+                    base=read_base(old), max_file_size=small).ok
+    assert any(entry.parts and entry.from_base for entry in Bundle.open(delta).lock.images.values())
+    assert all(entry.parts for entry in Bundle.open(old).lock.images.values())
+    loaded = load(Bundle.open(delta), docker_host=docker_engine.url, base=read_base(old))
+    assert sorted(loaded) == sorted(release_names(registry, 2))
+
+
 def test_inventory_of_the_site_and_a_download_of_only_what_it_lacks(bundles, releases, registry, plain_client,
                                                                    tmp_path):
     with Registry(tmp_path / "site") as site:

@@ -16,8 +16,9 @@ from pathlib import Path
 from ._bundle import Bundle
 from ._delta import DeltaBase, base_tarball_of
 from ._exceptions import BundleError, DigestMismatch, Hint
-from ._layout import CHUNK, blob_member, tar_header, tar_members
+from ._layout import CHUNK, Opener, blob_member, tar_header, tar_members
 from ._lock import BundleImage
+from ._parts import opener_for
 
 _BLOCK = tarfile.BLOCKSIZE
 
@@ -25,19 +26,24 @@ _BLOCK = tarfile.BLOCKSIZE
 def joined_stream(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> Iterator[bytes]:
     """The full docker-archive stream of a delta image; every base layer is found (or this raises) before the
     stream is returned."""
-    return _stream(bundle.path(entry), _base_sources(bundle, entry, base))
+    return _stream(bundle.path(entry), opener_for(bundle.root, entry.parts), _base_sources(bundle, entry, base))
 
 
-def _stream(path: Path, sources: dict[str, tuple[Path, int, int]]) -> Iterator[bytes]:
-    for name, (offset, size) in sorted(tar_members(path).items(), key=lambda item: item[1][0]):
-        yield from _member(name, path, offset, size, None)
-    for digest, (source, offset, size) in sources.items():
-        yield from _member(blob_member(digest), source, offset, size, digest)
+# Where a layer is: the tarball (its path names it in messages), how to open it when it is stored in parts,
+# and the layer's offset and size in it.
+_Source = tuple[Path, Opener | None, int, int]
+
+
+def _stream(path: Path, opener: Opener | None, sources: dict[str, _Source]) -> Iterator[bytes]:
+    for name, (offset, size) in sorted(tar_members(path, opener).items(), key=lambda item: item[1][0]):
+        yield from _member(name, (path, opener, offset, size), None)
+    for digest, source in sources.items():
+        yield from _member(blob_member(digest), source, digest)
     yield b"\0" * (2 * _BLOCK)
 
 
-def _base_sources(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> dict[str, tuple[Path, int, int]]:
-    """Where each layer the delta leaves out is: (base tarball, offset, size)."""
+def _base_sources(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> dict[str, _Source]:
+    """Where each layer the delta leaves out is, in the base's tarballs (whole or in parts)."""
     if base is None or base.bundle is None:
         raise BundleError(f"{entry.file} is part of a delta bundle: {len(entry.from_base)} of its layers are in "
                           f"base {bundle.lock.base.digest if bundle.lock.base else '?'}", path=bundle.root,
@@ -46,27 +52,28 @@ def _base_sources(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) ->
         raise BundleError(f"base {base.bundle.root} has digest {base.record.digest}, bundle {bundle.root} was made "
                           f"against {bundle.lock.base.digest if bundle.lock.base else 'no base'}", path=base.bundle.root,
                           hint=Hint.BASE)
-    sources: dict[str, tuple[Path, int, int]] = {}
+    sources: dict[str, _Source] = {}
     members: dict[Path, dict[str, tuple[int, int]]] = {}
     for blob in entry.from_base:
         holder = base_tarball_of(base.bundle, blob.digest)
         if holder is None:
             raise BundleError(f"base {base.bundle.root} holds no layer {blob.digest}, which {entry.file} needs",
                               path=base.bundle.root)
-        tarball = base.bundle.path(holder)
-        found = members.setdefault(tarball, tar_members(tarball)).get(blob_member(blob.digest))
+        tarball, opener = base.bundle.path(holder), opener_for(base.bundle.root, holder.parts)
+        found = members.setdefault(tarball, tar_members(tarball, opener)).get(blob_member(blob.digest))
         if found is None or found[1] != blob.size:
             raise BundleError(f"{tarball}: layer {blob.digest} is missing or of another size; run wsm verify on the "
                               "base", path=tarball)
-        sources[blob.digest] = (tarball, found[0], found[1])
+        sources[blob.digest] = (tarball, opener, found[0], found[1])
     return sources
 
 
-def _member(name: str, path: Path, offset: int, size: int, digest: str | None) -> Iterator[bytes]:
-    """One tar member: its header, its bytes read from `path` at `offset` (hashed against `digest`), padding."""
+def _member(name: str, source: _Source, digest: str | None) -> Iterator[bytes]:
+    """One tar member: its header, its bytes read from `source` (hashed against `digest`), padding."""
+    path, opener, offset, size = source
     yield tar_header(name, size)
     hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with opener() if opener is not None else open(path, "rb") as handle:
         handle.seek(offset)
         left = size
         while left:

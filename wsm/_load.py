@@ -63,12 +63,13 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, c
         missing = entry.file if not entry.parts else f"{entry.file} (in {len(entry.parts)} parts)"
         raise BundleError(f"{missing} is missing from bundle {bundle.root} or not the size the lock says; "
                           "run wsm verify", path=path)
-    if check and hash_file(path, opener=opener_for(bundle.root, entry.parts)).sha256 != entry.file_sha256:
-        raise CorruptBundle(f"{entry.file} does not match the bundle's lock file: it is damaged; run wsm verify",
-                            path=path)
     loaded: list[str] = []
     try:
+        # The archive first: a delta's base is found (or refused) before the whole tarball is read to hash it.
         with _archive(bundle, entry, base) as data:  # parts are read as the one file
+            if check and hash_file(path, opener=opener_for(bundle.root, entry.parts)).sha256 != entry.file_sha256:
+                raise CorruptBundle(f"{entry.file} does not match the bundle's lock file: it is damaged; run wsm "
+                                    "verify", path=path)
             # The low-level call: the high-level `images.load` ignores an error status of the engine.
             # types-docker leaves `load_image` unannotated: it yields the engine's JSON messages as dicts.
             events: Iterable[dict[str, str]] = client.api.load_image(data, quiet=True)  # type: ignore[no-untyped-call]
@@ -94,10 +95,6 @@ def _load_one(client: docker.DockerClient, bundle: Bundle, entry: BundleImage, c
 def _archive(bundle: Bundle, entry: BundleImage, base: DeltaBase | None) -> Iterator[BinaryIO | Iterator[bytes]]:
     """What docker reads: the tarball itself, or a delta's tarball joined with its base's layers."""
     if entry.from_base:
-        if entry.parts:
-            raise BundleError(f"{entry.file} is a delta image stored in parts, which wsm load does not join with "
-                              "its base; rejoin the parts with cat first (README: Files in parts)",
-                              path=bundle.root / entry.file)
         yield joined_stream(bundle, entry, base)
         return
     with open_stored(bundle.root, entry.file, entry.parts) as handle:
