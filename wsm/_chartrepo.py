@@ -37,7 +37,7 @@ from ._archive import MAX_INFLATED_BYTES
 from ._chart import Chart, chart_from_archive, load_chart
 from ._exceptions import AuthError, ChartError, DigestMismatch, NotFound, RegistryError
 from ._format import utc_now
-from ._http import TransportOptions, make_client, raise_for_retry, with_retries
+from ._http import TransportOptions, make_client, raise_for_retry, read_up_to, with_retries
 from ._reference import Reference
 from ._remote import (
     HELM_CHART_CONFIG,
@@ -333,29 +333,17 @@ class ClassicRepository(_Closing):
             response = raise_for_retry(self._http.send(request, auth=auth, stream=True))
             try:
                 if response.status_code >= 400 and response.status_code not in allow:
-                    body, _ = _read_up_to(response, MAX_ANSWER_BYTES)
+                    body, _ = read_up_to(response, MAX_ANSWER_BYTES)
                     raise _status_error(response, body, url, what)
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     return _Answer(response.status_code, response.headers, b"", complete=False)
-                body, more = _read_up_to(response, limit)
+                body, more = read_up_to(response, limit)
                 return _Answer(response.status_code, response.headers, body, complete=not more)
             finally:
                 response.close()  # an unread rest closes the connection instead of returning it to the pool
 
         return with_retries(self._transport, what, attempt)
-
-
-def _read_up_to(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the body, streamed; True when there was more (the rest is not read)."""
-    parts: list[bytes] = []
-    total = 0
-    for chunk in response.iter_bytes():
-        parts.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            return b"".join(parts)[:limit], True
-    return b"".join(parts), False
 
 
 def _status_error(response: httpx.Response, body: bytes, url: str, what: str) -> RegistryError:

@@ -127,20 +127,28 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     A declared Content-Length over the limit is refused before reading; a body that runs on (chunked, or
     lying about its length) is cut off at the limit. Either way: a one-line `RegistryError`.
     """
-    parts: list[bytes] = []
-    total = 0
     try:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(response, limit, what)
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(response, limit, what)
-            parts.append(chunk)
+        body, more = read_up_to(response, limit)
+        if more:
+            raise _too_large(response, limit, what)
     finally:
         response.close()  # an unread rest closes the connection instead of returning it to the pool
-    return b"".join(parts)
+    return body
+
+
+def read_up_to(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of a streamed body; True when there was more (the rest is not read)."""
+    parts: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
 
 
 def read_prefix(response: httpx.Response, limit: int) -> bytes:
