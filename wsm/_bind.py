@@ -75,25 +75,13 @@ def values_view(chart: Chart, values: Values, globals_seen: list[Values] | None 
     that every candidate path (sub-chart defaults included) can be set without replacing a list or map helm
     would otherwise merge."""
     view = copy.deepcopy(values)
-    for key, sub in _vendored(chart):
+    for key, _, sub in chart.vendored():
         sub_view = values_view(sub, sub_values(values, key, sub.values), globals_seen)
         sub_global = sub_view.pop("global", None)
         if isinstance(sub_global, dict) and globals_seen is not None:
             globals_seen.append(sub_global)
         view[key] = sub_view
     return view
-
-
-def _vendored(chart: Chart) -> Iterator[tuple[str, Chart]]:
-    declared = set()
-    for dependency in chart.dependencies:
-        sub = chart.subcharts.get(dependency.name)
-        declared.add(dependency.name)
-        if sub is not None:
-            yield dependency.key, sub
-    for name, sub in chart.subcharts.items():
-        if name not in declared:
-            yield name, sub
 
 
 def candidates(view: Values, sub_globals: Sequence[Values] = ()) -> list[BoundPath]:

@@ -7,6 +7,7 @@ repository all load the same way.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,20 @@ class Chart:
     @property
     def dependencies(self) -> list[Dependency]:
         return [_dependency(entry, self.origin) for entry in self.metadata.get("dependencies") or []]
+
+    def vendored(self) -> Iterator[tuple[str, Dependency | None, Chart]]:
+        """Each vendored sub-chart under the key its values live at: the declared ones in order (by alias or
+        name; a declared one not vendored is left out), then those vendored but not declared (Helm always
+        includes them), under their name."""
+        declared = set()
+        for dependency in self.dependencies:
+            declared.add(dependency.name)
+            sub = self.subcharts.get(dependency.name)
+            if sub is not None:
+                yield dependency.key, dependency, sub
+        for name, sub in self.subcharts.items():
+            if name not in declared:
+                yield name, None, sub
 
     @property
     def digest(self) -> str | None:

@@ -109,13 +109,8 @@ def _nodes(chart: Chart, values: Values, prefix: str) -> Iterator[_Node]:
     """The chart and every vendored sub-chart under each key it is used as (disabled ones too: a secret set
     for them does no harm)."""
     yield _Node(prefix, values)
-    keys = [(dependency.key, dependency.name) for dependency in chart.dependencies]
-    declared = {name for _, name in keys}
-    keys += [(name, name) for name in chart.subcharts if name not in declared]  # vendored only: Helm uses it
-    for key, name in keys:
-        sub = chart.subcharts.get(name)
-        if sub is not None:
-            yield from _nodes(sub, sub_values(values, key, sub.values), join_path(prefix, key))
+    for key, _, sub in chart.vendored():
+        yield from _nodes(sub, sub_values(values, key, sub.values), join_path(prefix, key))
 
 
 def _view(nodes: list[_Node]) -> Values:

@@ -156,18 +156,8 @@ def _check_missing(chart: Chart, view: Values, label: str, prefix: str, tags: Ma
 
 def _subchart_values(chart: Chart, values: Values) -> dict[str, tuple[Dependency | None, Chart, Values]]:
     """Each vendored sub-chart by its key (alias or name) with its dependency entry and the values it sees."""
-    result: dict[str, tuple[Dependency | None, Chart, Values]] = {}
-    listed = set()
-    for dependency in chart.dependencies:
-        sub = chart.subcharts.get(dependency.name)
-        listed.add(dependency.name)
-        if sub is None:
-            continue  # _check_missing says what that means
-        result[dependency.key] = (dependency, sub, sub_values(values, dependency.key, sub.values))
-    for name, sub in chart.subcharts.items():
-        if name not in listed:  # vendored but not declared: Helm always includes it
-            result[name] = (None, sub, sub_values(values, name, sub.values))
-    return result
+    # A declared sub-chart that is not vendored is not among them: _check_missing says what that means.
+    return {key: (dependency, sub, sub_values(values, key, sub.values)) for key, dependency, sub in chart.vendored()}
 
 
 def _disabled_reason(dependency: Dependency, view: Values, tags: Mapping[str, Any]) -> str | None:
