@@ -14,7 +14,6 @@ Solving a binding backwards gives the values that make helm render a wanted refe
 
 from __future__ import annotations
 
-import copy
 import re
 import secrets
 import string
@@ -30,7 +29,7 @@ from ._model import Binding, BoundPath, Method, ResolvedImage, Role
 from ._pullsecret import KEYS as PULL_SECRET_KEYS
 from ._reference import Reference, looks_like_reference
 from ._render import RenderedString, Renderings, helm_template, rendered_strings
-from ._values import Values, join_path, set_path, sub_values
+from ._values import Values, copy_tree, join_path, set_path, sub_values
 
 IMAGE_FIELDS = ("container", "custom-resource")  # where a whole string is one image reference
 _TOKEN = re.compile(r"[A-Za-z0-9._:/@-]+")
@@ -74,7 +73,7 @@ def values_view(chart: Chart, values: Values, globals_seen: list[Values] | None 
     `global` left to the root, collected in `globals_seen`): what differential rendering passes to helm, so
     that every candidate path (sub-chart defaults included) can be set without replacing a list or map helm
     would otherwise merge."""
-    view = copy.deepcopy(values)
+    view: Values = copy_tree(values)
     for key, _, sub in chart.vendored():
         sub_view = values_view(sub, sub_values(values, key, sub.values), globals_seen)
         sub_global = sub_view.pop("global", None)
@@ -213,7 +212,7 @@ def _sentinel_renders(renderer: _Renderer, view: Values, groups: Sequence[Sequen
     if not groups:
         return
     batch = {index: numbered[index] for group in groups for index in group}
-    values = copy.deepcopy(view)
+    values = copy_tree(view)
     for index, candidate in batch.items():
         set_path(values, candidate.path.split("."), markers.marker(index), candidate.path)
     try:

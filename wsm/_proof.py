@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
 from ._bind import Proof, prove
-from ._exceptions import ProofFailed, RenderError
+from ._exceptions import ProofFailed, RenderError, WsmError
 from ._install import InstallFile, chart_overrides
 from ._manifest import ChartEntry, ReleaseManifest
 from ._model import ResolvedChart, ResolvedImage
@@ -22,6 +20,7 @@ from ._reference import Reference
 from ._render import Renderings, helm_if_any
 from ._target import TargetRegistry, plan_targets
 from ._values import Values, get_path, load_values_file, merge
+from ._yaml import load_yaml, read_document
 
 # A registry no one runs: the download-side proof only needs names that are unmistakably internal.
 STAND_IN_REGISTRY = "internal.wsm-proof.invalid/site"
@@ -33,8 +32,10 @@ def helm_available(helm: str | None) -> bool:
 
 
 def installed_values(entry: ChartEntry, written: InstallFile) -> Values:
-    """The values helm will install `entry` with, read back from the file wsm wrote."""
-    document = yaml.safe_load(written.path.read_text()) or {}
+    """The values helm will install `entry` with, read back from the file wsm wrote (within the YAML budget of
+    every file wsm reads: it carries the site's values too)."""
+    where = f"values file {written.path}"
+    document = load_yaml(read_document(written.path, where, WsmError), where, WsmError) or {}
     if written.kind == "resource" and entry.resource is not None:
         values = get_path(document, entry.resource.values_path)
         return values if isinstance(values, dict) else {}
