@@ -188,8 +188,8 @@ def _no_follow(path: str, flags: int) -> int:
 # ------------------------------------------------------------------------------------------- SHA256SUMS
 
 
-def write_checksums(directory: BundleDir, lock: BundleLock) -> Path:
-    """(Re)write SHA256SUMS over every file of the bundle.
+def write_checksums(directory: BundleDir, lock: BundleLock) -> str:
+    """(Re)write SHA256SUMS over every file of the bundle; return the root digest (the sha256 of what it wrote).
 
     Image tarballs and charts take their sha256 from the lock (computed as they were written) when the size
     on disk still matches, so a multi-GB bundle is not read again; a tarball damaged since then keeps its
@@ -203,8 +203,9 @@ def write_checksums(directory: BundleDir, lock: BundleLock) -> Path:
         cached = known.get(relative)
         digest = cached.sha256 if cached and cached.size == size else hash_file(path).sha256
         lines.append(_sums_line(digest, relative))
-    write_atomically(directory.sums_path, "".join(lines).encode())
-    return directory.sums_path
+    data = "".join(lines).encode()
+    write_atomically(directory.sums_path, data)
+    return root_digest_of(data)
 
 
 def _known_digests(lock: BundleLock) -> dict[str, FileDigest]:

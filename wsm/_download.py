@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from ._assemble import Fill, bundle_image, write_tarball
 from ._blobstore import BlobStore, Stopped
-from ._bundle import BundleDir, assign_names, chart_stem, image_stem, root_digest, write_checksums
+from ._bundle import BundleDir, assign_names, chart_stem, image_stem, write_checksums
 from ._delta import DeltaBase, base_blobs_expected, check_same_base, leave_out_base
 from ._exceptions import BundleError, Hint, StorageError, WsmError
 from ._files import commit_partial, partial_path
@@ -192,8 +192,6 @@ def download(
         run.max_file_size = max_file_size
         run.with_referrers = with_referrers
         report = run.execute(merge_images(images), list(charts), manifest_text)
-    if bundle.sums_path.exists():
-        report.root_digest = root_digest(bundle)
     report.seconds = time.monotonic() - started
     return report
 
@@ -512,8 +510,9 @@ class _Run:
             report.notes += self._fit_media()
             self.lock.tool = write_tool(self.bundle.root)  # the offline side's wsm, in the bundle it reads
             self.bundle.write_lock(self.lock)
-            write_checksums(self.bundle, self.lock)
-            write_report(self.bundle, self.lock)  # after: it names the root digest, the sha256 of SHA256SUMS
+            report.root_digest = write_checksums(self.bundle, self.lock)
+            # After SHA256SUMS: the report names the root digest, the sha256 of what was just written.
+            write_report(self.bundle, self.lock, digest=report.root_digest)
 
         self._guard_disk(write)
         if report.ok:  # nothing left to resume: the bundle holds only what belongs to it

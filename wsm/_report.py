@@ -169,11 +169,14 @@ def _compared(new: BundleLock, old: BaseRelease, old_root_digest: str | None, *,
     )
 
 
-def write_report(directory: BundleDir, lock: BundleLock, base: tuple[BundleLock, str | None] | None = None) -> Path:
+def write_report(directory: BundleDir, lock: BundleLock, base: tuple[BundleLock, str | None] | None = None, *,
+                 digest: str | None = None) -> Path:
     """bundle/REPORT.md, after SHA256SUMS (it names the root digest, so it cannot be listed in it); `base`
-    (lock, root digest) adds the "Since the base" section (a delta bundle's base)."""
+    (lock, root digest) adds the "Since the base" section (a delta bundle's base); `digest`: the root digest
+    when the caller has it (the writer of SHA256SUMS), else it is read from SHA256SUMS."""
     path = directory.root / REPORT_FILE
-    write_atomically(path, render_markdown(bundle_report(lock, _root_digest_or_none(directory), base)).encode())
+    digest = digest or _root_digest_or_none(directory)
+    write_atomically(path, render_markdown(bundle_report(lock, digest, base)).encode())
     return path
 
 
